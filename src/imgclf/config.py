@@ -1,0 +1,122 @@
+"""Typed options for a training run, validated at the door and saved resolved with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError, RunError
+
+CONFIG_FORMAT = 1
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are brought to the input size."""
+
+    source: str | None = None  # what the user gave (folder, archive, URL, name)
+    root: str | None = None  # the resolved local folder
+    validation: float = 0.2
+    test: float = 0.1
+    seed: int = 42
+    fit: str = "stretch"
+    interpolation: str = "bilinear"
+    cache_mode: str = "disk"
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run. ``None`` means "the model's default"."""
+
+    model: str = "mobilenet_v2"
+    epochs: int = 10
+    batch_size: int = 32
+    image_size: int | None = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    label_smoothing: float = 0.0
+    class_weight: str | None = None  # None or "balanced"
+    early_stopping: int | None = None  # patience in epochs, on validation loss
+    fine_tune: int = 0  # unfreeze this many top backbone layers after the head is trained
+    fine_tune_epochs: int | None = None  # default: half of ``epochs``
+    fine_tune_lr_factor: float = 0.1
+    seed: int = 42
+    deterministic: bool = False
+    alpha: float | None = None
+    weights: str | None = "imagenet"
+    augment: Any = "default"  # "default", None, or an AugmentConfig dict
+    dropout: float | None = None
+    pooling: str = "avg"
+    feature_cache: bool = True  # train a frozen backbone's head on cached features
+    views: int = 2  # cached views per image when augmenting (the first is the plain image)
+    precision: str = "float32"
+    jit: bool = False
+    strategy: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def validate(self) -> "TrainConfig":
+        def positive(name, value, minimum=1):
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+        positive("epochs", self.epochs)
+        positive("batch size", self.batch_size)
+        positive("views", self.views)
+        positive("fine-tune layers", self.fine_tune, 0)
+        if self.fine_tune_epochs is not None:
+            positive("fine-tune epochs", self.fine_tune_epochs)
+        if self.image_size is not None:
+            positive("image size", self.image_size, 8)
+        if self.early_stopping is not None:
+            positive("early-stopping patience", self.early_stopping)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 10):
+            raise ConfigError(f"learning rate must be a number in (0, 10), got {self.learning_rate!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.class_weight not in (None, "balanced"):
+            raise ConfigError(f"class weight must be 'balanced' or none, got {self.class_weight!r}")
+        if self.pooling not in ("avg", "max"):
+            raise ConfigError(f"pooling must be 'avg' or 'max', got {self.pooling!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+        return self
+
+    @property
+    def total_fine_tune_epochs(self) -> int:
+        if not self.fine_tune:
+            return 0
+        return self.fine_tune_epochs if self.fine_tune_epochs is not None else max(1, self.epochs // 2)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "config") -> "TrainConfig":
+        return _from_dict(cls, d, where).validate()
+
+
+def _from_dict(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise RunError(f"{where} is not a JSON object; was it edited by hand?")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise RunError(f"{where}: unknown option {unknown[0]!r} (edited by hand, or written by another imgclf version)")
+    kwargs = {}
+    for name, value in d.items():
+        if name == "data":
+            value = _from_dict(DataConfig, value, f"{where}: data")
+        kwargs[name] = value
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:
+        raise RunError(f"{where}: {e}") from None
+    return obj

@@ -1,0 +1,213 @@
+"""``ImageDataset``: a scanned, split dataset, and ``load_dataset``, the one call that makes it."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .images import as_size, load_image
+from .pipeline import check_options, decode_images, make_dataset
+from .scan import ImageRecord, ScanReport, scan
+from .sources import DataSource, cache_dir, resolve_source
+from .split import SPLITS, apply_split_lists, make_splits, read_split_lists, write_splits
+
+
+class ImageDataset:
+    """Images, class names and splits, and the pipelines that feed them to a model.
+
+    Build one with :func:`load_dataset`. Class order is natural-sorted (``class_2`` before
+    ``class_10``) and travels with every model trained on it.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        report: ScanReport,
+        splits: dict[str, list[ImageRecord]],
+        *,
+        image_size: int | tuple[int, int] = 160,
+        interpolation: str = "bilinear",
+        fit: str = "stretch",
+        seed: int = 42,
+        cache: str | os.PathLike | None = None,
+        cache_mode: str = "disk",
+        progress: bool = True,
+    ):
+        check_options(image_size, interpolation, fit, cache_mode)
+        self.source = source
+        self.report = report
+        self.splits = splits
+        self.class_names = list(report.class_names)
+        self.image_size = as_size(image_size)
+        self.interpolation = interpolation
+        self.fit = fit
+        self.seed = seed
+        self.cache = cache_dir(cache)
+        self.cache_mode = cache_mode
+        self.progress = progress
+        self._order = [r for s in SPLITS for r in splits[s]]
+        offsets, start = {}, 0
+        for s in SPLITS:
+            offsets[s] = np.arange(start, start + len(splits[s]))
+            start += len(splits[s])
+        self._index = offsets
+        self._decoded: dict[tuple, np.ndarray] = {}
+
+    # -- what is in it -------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.source.root
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def records(self, split: str) -> list[ImageRecord]:
+        self._check_split(split)
+        return self.splits[split]
+
+    def paths(self, split: str) -> list[Path]:
+        return [self.root / r.path for r in self.records(split)]
+
+    def labels(self, split: str) -> np.ndarray:
+        lookup = {n: i for i, n in enumerate(self.class_names)}
+        return np.array([lookup[r.label] for r in self.records(split)], dtype=np.int32)
+
+    def counts(self, split: str | None = None) -> dict[str, int]:
+        recs = self._order if split is None else self.records(split)
+        out = {n: 0 for n in self.class_names}
+        for r in recs:
+            out[r.label] += 1
+        return out
+
+    def baseline(self, split: str = "test") -> tuple[str, float]:
+        """Accuracy on ``split`` of always predicting the most frequent training class."""
+        train = self.counts("train")
+        majority = max(train, key=lambda k: train[k])
+        counts = self.counts(split)
+        total = sum(counts.values())
+        return majority, (counts[majority] / total if total else 0.0)
+
+    def summary(self) -> dict:
+        majority, base = self.baseline("validation" if self.splits["validation"] else "train")
+        return {
+            "root": str(self.root),
+            "layout": self.source.layout,
+            "class_names": self.class_names,
+            "counts": {s: self.counts(s) for s in SPLITS},
+            "total": len(self._order),
+            "bad_files": len(self.report.bad),
+            "majority_class": majority,
+            "baseline_accuracy": base,
+        }
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(self.splits[s])}" for s in SPLITS)
+        return f"ImageDataset({self.root}, classes={self.class_names}, {sizes})"
+
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+
+    # -- splits on disk ------------------------------------------------------------------
+    def save_splits(self, folder: str | os.PathLike) -> Path:
+        return write_splits(folder, self.splits)
+
+    # -- pixels --------------------------------------------------------------------------
+    def decoded(self, image_size=None) -> np.ndarray:
+        """Every image of every split, decoded once, as ``(N, H, W, 3)`` uint8."""
+        size = as_size(image_size) if image_size is not None else self.image_size
+        key = (size, self.interpolation, self.fit)
+        if key not in self._decoded:
+            self._decoded[key] = decode_images(
+                [self.root / r.path for r in self._order], size,
+                interpolation=self.interpolation, fit=self.fit, cache_mode=self.cache_mode,
+                cache_folder=self.cache / "decoded", progress=self.progress,
+            )
+        return self._decoded[key]
+
+    def indices(self, split: str) -> np.ndarray:
+        """Rows of :meth:`decoded` that belong to ``split``."""
+        self._check_split(split)
+        return self._index[split]
+
+    def images(self, split: str, image_size=None) -> np.ndarray:
+        return np.asarray(self.decoded(image_size)[self.indices(split)])
+
+    def tf_dataset(
+        self,
+        split: str,
+        *,
+        batch_size: int = 32,
+        shuffle: bool | None = None,
+        image_size=None,
+        seed: int | None = None,
+        one_hot: bool = False,
+        shard: tuple[int, int] | None = None,
+        repeat: bool = False,
+    ):
+        """``tf.data.Dataset`` of ``(images, labels)`` for one split (shuffled for train)."""
+        self._check_split(split)
+        shuffle = (split == "train") if shuffle is None else shuffle
+        all_labels = np.concatenate([self.labels(s) for s in SPLITS]).astype(np.int32)
+        size = as_size(image_size) if image_size is not None else self.image_size
+        common = dict(batch_size=batch_size, shuffle=shuffle, seed=self.seed if seed is None else seed,
+                      num_classes=self.num_classes, one_hot=one_hot, shard=shard, repeat=repeat)
+        if self.cache_mode == "none":
+            return make_dataset(None, all_labels, self.indices(split), paths=[self.root / r.path for r in self._order],
+                                image_size=size, interpolation=self.interpolation, fit=self.fit, **common)
+        return make_dataset(self.decoded(size), all_labels, self.indices(split), **common)
+
+    def sample(self, k: int = 3, split: str = "train", seed: int | None = None, max_side: int = 256) -> dict[str, list[np.ndarray]]:
+        """``k`` random images per class at their own aspect ratio (for figures)."""
+        rng = random.Random(self.seed if seed is None else seed)
+        out: dict[str, list[np.ndarray]] = {}
+        for name in self.class_names:
+            recs = [r for r in self.records(split) if r.label == name]
+            picked = rng.sample(recs, min(k, len(recs)))
+            out[name] = [_thumbnail(self.root / r.path, max_side) for r in picked]
+        return out
+
+
+def _thumbnail(path: Path, max_side: int) -> np.ndarray:
+    full = load_image(path)
+    h, w = full.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    return load_image(full, (max(1, round(h * s)), max(1, round(w * s)))) if s < 1 else full
+
+
+def load_dataset(
+    data: str | os.PathLike | None = None,
+    *,
+    image_size: int | tuple[int, int] = 160,
+    validation: float = 0.2,
+    test: float = 0.1,
+    seed: int = 42,
+    splits: str | os.PathLike | None = None,
+    data_path: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    cache_mode: str = "disk",
+    interpolation: str = "bilinear",
+    fit: str = "stretch",
+    progress: bool = True,
+) -> ImageDataset:
+    """Find, scan and split a dataset; the first step of everything else.
+
+    ``data`` is a class-per-folder tree, a folder with train/ and validation/ (and maybe
+    test/), a .zip or .tar.gz, a URL, or a known name (``cats_and_dogs_filtered``, the
+    default). ``splits`` reuses split lists saved by an earlier run instead of making new ones.
+    """
+    check_options(image_size, interpolation, fit, cache_mode)
+    source = resolve_source(data, data_path=data_path, cache=cache, progress=progress)
+    report = scan(source, cache=cache, progress=progress)
+    report.check_usable()
+    if splits is not None:
+        assigned = apply_split_lists(report, read_split_lists(splits))
+    else:
+        assigned = make_splits(report, validation=validation, test=test, seed=seed)
+    return ImageDataset(source, report, assigned, image_size=image_size, interpolation=interpolation,
+                        fit=fit, seed=seed, cache=cache, cache_mode=cache_mode, progress=progress)

@@ -1,0 +1,177 @@
+"""The input pipeline: decode every image once into a uint8 cache, then feed ``tf.data``.
+
+Decoding (Pillow, in a thread pool, JPEGs scaled in the DCT domain) happens once per
+(file list, image size, interpolation, fit). The result is a ``(N, H, W, 3)`` uint8 array,
+kept in memory or in a ``.npy`` file in the imgclf cache that later runs and processes map
+without decoding again. ``tf.data`` then only shuffles indices each epoch, gathers batches
+from that array, and prefetches; memory stays bounded by the page cache when the array is a
+file, so data larger than memory streams from disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .images import FIT_MODES, INTERPOLATIONS, as_size, load_image
+
+DECODE_VERSION = 1
+CACHE_MODES = ("disk", "memory", "none")
+
+
+def decode_key(paths: list[Path], image_size, interpolation: str, fit: str) -> str:
+    h = hashlib.sha256(f"v{DECODE_VERSION}|{as_size(image_size)}|{interpolation}|{fit}".encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"|{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
+        except OSError:
+            h.update(f"|{p}|missing".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:24]
+
+
+def check_options(image_size, interpolation: str, fit: str, cache_mode: str = "disk") -> None:
+    h, w = as_size(image_size)
+    if h < 8 or w < 8 or h > 4096 or w > 4096:
+        raise ConfigError(f"image size must be between 8 and 4096 pixels, got {h}x{w}")
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"unknown interpolation {interpolation!r}; choose one of: {', '.join(INTERPOLATIONS)}")
+    if fit not in FIT_MODES:
+        raise ConfigError(f"unknown fit {fit!r}; choose one of: {', '.join(FIT_MODES)}")
+    if cache_mode not in CACHE_MODES:
+        raise ConfigError(f"unknown cache {cache_mode!r}; choose one of: {', '.join(CACHE_MODES)}")
+
+
+def _decode_into(out: np.ndarray, paths: list[Path], image_size, interpolation, fit, workers, progress) -> None:
+    from tqdm.auto import tqdm
+
+    def one(i: int) -> None:
+        try:
+            out[i] = load_image(paths[i], image_size, interpolation=interpolation, fit=fit)
+        except Exception as e:  # the file changed or vanished since it was scanned
+            raise DataError(f"{paths[i]}: cannot be decoded any more ({e}); scan the data again") from None
+
+    n = workers or min(16, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=n) as pool, tqdm(
+        total=len(paths), desc="decoding images", unit="img", disable=not progress, leave=False
+    ) as bar:
+        for _ in pool.map(one, range(len(paths))):
+            bar.update(1)
+
+
+def decode_images(
+    paths: list[Path],
+    image_size,
+    *,
+    interpolation: str = "bilinear",
+    fit: str = "stretch",
+    cache_mode: str = "disk",
+    cache_folder: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """All ``paths`` decoded and resized, as a ``(N, H, W, 3)`` uint8 array (maybe memory-mapped)."""
+    check_options(image_size, interpolation, fit, cache_mode)
+    h, w = as_size(image_size)
+    shape = (len(paths), h, w, 3)
+    if cache_mode != "disk" or cache_folder is None:
+        out = np.empty(shape, dtype=np.uint8)
+        _decode_into(out, paths, image_size, interpolation, fit, workers, progress)
+        return out
+    folder = Path(cache_folder)
+    target = folder / f"{decode_key(paths, image_size, interpolation, fit)}.npy"
+    if target.is_file():
+        try:
+            arr = np.load(target, mmap_mode="r")
+            if arr.shape == shape and arr.dtype == np.uint8:
+                return arr
+        except (ValueError, OSError):
+            pass  # damaged: decode again
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".decoding.", suffix=".npy", dir=folder)
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _decode_into(out, paths, image_size, interpolation, fit, workers, progress)
+        out.flush()
+        del out
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return np.load(target, mmap_mode="r")
+
+
+def make_dataset(
+    images: np.ndarray | None,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int | None = None,
+    num_classes: int | None = None,
+    one_hot: bool = False,
+    paths: list[Path] | None = None,
+    image_size=None,
+    interpolation: str = "bilinear",
+    fit: str = "stretch",
+    shard: tuple[int, int] | None = None,
+    repeat: bool = False,
+):
+    """A ``tf.data.Dataset`` of ``(float32 images in 0..255, labels)`` batches.
+
+    ``images`` is the decoded array (rows picked by ``indices``); with ``images=None`` every
+    element is decoded from ``paths`` on the fly (no cache), in parallel.
+    ``shard=(num_workers, worker_index)`` keeps one worker's share.
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    labels = np.asarray(labels, dtype=np.int32)
+    idx = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
+    if shard is not None:
+        idx = idx.shard(*shard)
+    if shuffle:
+        idx = idx.shuffle(max(1, len(indices)), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        idx = idx.repeat()
+    if images is not None:
+        h, w = images.shape[1:3]
+
+        def gather(batch):
+            return np.ascontiguousarray(images[batch]), labels[batch]
+
+        ds = idx.batch(batch_size).map(
+            lambda b: tf.numpy_function(gather, [b], (tf.uint8, tf.int32), stateful=False),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    else:
+        h, w = as_size(image_size)
+        path_list = [os.fspath(p) for p in paths]
+
+        def decode(i):
+            return load_image(path_list[int(i)], (h, w), interpolation=interpolation, fit=fit), labels[int(i)]
+
+        ds = idx.map(
+            lambda i: tf.numpy_function(decode, [i], (tf.uint8, tf.int32), stateful=False),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        ).batch(batch_size)
+
+    def finish(x, y):
+        x = tf.cast(tf.ensure_shape(x, (None, h, w, 3)), tf.float32)
+        y = tf.ensure_shape(y, (None,))
+        if one_hot:
+            y = tf.one_hot(y, num_classes)
+        return x, y
+
+    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

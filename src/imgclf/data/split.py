@@ -1,0 +1,142 @@
+"""Splits: which file goes to train, validation and test. File-level, seeded, stratified.
+
+A split is decided once and written to disk (``splits/<name>.txt``: ``class<TAB>path`` per
+line, paths relative to the data root), so every model of a study, and every later
+evaluation, sees exactly the same test images.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+from .. import io
+from .scan import ImageRecord, ScanReport, natural_key
+
+SPLITS = ("train", "validation", "test")
+# With only train/ and validation/ folders, the test set is this fixed fraction of validation
+# (the blog's proportion: one batch in five).
+PRESPLIT_TEST_FRACTION = 0.2
+
+
+def _check_fractions(validation: float, test: float) -> None:
+    for name, f in (("validation", validation), ("test", test)):
+        if not 0 <= f < 1:
+            raise ConfigError(f"the {name} fraction must be in [0, 1), got {f}")
+    if validation + test >= 1:
+        raise ConfigError(f"validation + test fractions must leave images to train on (got {validation} + {test})")
+
+
+def _stratified(records: list[ImageRecord], fractions: dict[str, float], seed: int) -> dict[str, list[ImageRecord]]:
+    """Split each class on its own, with its own seeded shuffle, in the given proportions."""
+    out: dict[str, list[ImageRecord]] = {name: [] for name in fractions}
+    by_class: dict[str, list[ImageRecord]] = {}
+    for r in records:
+        by_class.setdefault(r.label, []).append(r)
+    names = list(fractions)
+    for label in sorted(by_class, key=natural_key):
+        items = sorted(by_class[label], key=lambda r: natural_key(r.path))
+        random.Random(f"{seed}:{label}").shuffle(items)
+        n = len(items)
+        start = 0
+        for i, name in enumerate(names):
+            take = n - start if i == len(names) - 1 else int(round(n * fractions[name]))
+            take = min(take, n - start)
+            out[name] += items[start: start + take]
+            start += take
+    return out
+
+
+def make_splits(
+    report: ScanReport, *, validation: float = 0.2, test: float = 0.1, seed: int = 42
+) -> dict[str, list[ImageRecord]]:
+    """Assign every valid image of ``report`` to exactly one split.
+
+    A class-per-folder tree is split by the fractions, per class. A pre-split tree keeps its
+    folders; without a test/ folder, the test set is a fixed, stratified fifth of validation.
+    """
+    valid = report.valid
+    if report.layout == "presplit":
+        by_split = {s: [r for r in valid if r.split == s] for s in SPLITS}
+        if not by_split["validation"] and not by_split["test"]:
+            raise DataError(f"{report.root} has a train/ folder but no validation/ images")
+        if not by_split["test"] and by_split["validation"]:
+            parts = _stratified(by_split["validation"], {"test": PRESPLIT_TEST_FRACTION,
+                                                         "validation": 1 - PRESPLIT_TEST_FRACTION}, seed)
+            by_split["validation"], by_split["test"] = parts["validation"], parts["test"]
+        splits = by_split
+    else:
+        _check_fractions(validation, test)
+        splits = _stratified(valid, {"test": test, "validation": validation,
+                                     "train": 1 - validation - test}, seed)
+    splits = {s: sorted(splits.get(s, []), key=lambda r: natural_key(r.path)) for s in SPLITS}
+    assert_disjoint(splits)
+    if not splits["train"]:
+        raise DataError(f"no training images in {report.root}")
+    return splits
+
+
+def assert_disjoint(splits: dict[str, list[ImageRecord]]) -> None:
+    seen: dict[str, str] = {}
+    for name, records in splits.items():
+        for r in records:
+            if r.path in seen and seen[r.path] != name:
+                raise DataError(f"{r.path} is in both the {seen[r.path]} and the {name} split")
+            seen[r.path] = name
+
+
+def write_splits(folder: str | os.PathLike, splits: dict[str, list[ImageRecord]]) -> Path:
+    folder = Path(folder)
+    for name, records in splits.items():
+        io.write_text(folder / f"{name}.txt", "".join(f"{r.label}\t{r.path}\n" for r in records))
+    return folder
+
+
+def read_split_lists(folder: str | os.PathLike) -> dict[str, list[tuple[str, str]]]:
+    """``{split: [(class, relative path), ...]}`` from a splits folder."""
+    folder = Path(folder)
+    out = {}
+    for name in SPLITS:
+        f = folder / f"{name}.txt"
+        if not f.is_file():
+            if name == "test":
+                out[name] = []
+                continue
+            raise DataError(f"split list {f} is missing; remove --splits to make new splits")
+        rows = []
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            label, sep, path = line.partition("\t")
+            if not sep:
+                raise DataError(f"{f}:{n} is not 'class<TAB>path'; the split list is damaged")
+            rows.append((label, path))
+        out[name] = rows
+    return out
+
+
+def apply_split_lists(report: ScanReport, lists: dict[str, list[tuple[str, str]]]) -> dict[str, list[ImageRecord]]:
+    """Map saved split lists back onto a fresh scan; files now bad or gone are dropped."""
+    by_path = {r.path: r for r in report.records}
+    splits: dict[str, list[ImageRecord]] = {}
+    missing = []
+    for name, rows in lists.items():
+        kept = []
+        for label, path in rows:
+            r = by_path.get(path)
+            if r is None:
+                missing.append(path)
+                continue
+            if r.label != label:
+                raise DataError(f"{path} was class {label!r} in the saved splits but is now in {r.label!r}")
+            if r.ok:
+                kept.append(r)
+        splits[name] = kept
+    if missing and len(missing) == sum(len(v) for v in lists.values()):
+        raise DataError(
+            f"none of the files in the saved splits exist under {report.root}; is this the same data?"
+        )
+    assert_disjoint(splits)
+    return splits

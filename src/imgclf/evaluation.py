@@ -1,0 +1,92 @@
+"""Evaluation: loss, accuracy against the majority baseline, per-class scores, confusion
+matrix, and the most confidently wrong images."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import figures, io
+
+
+def predict_split(model, ds, split: str, image_size: int, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for every image of ``split``, in the split's order."""
+    if not len(ds.indices(split)):
+        return np.zeros((0, ds.num_classes), np.float32)
+    data = ds.tf_dataset(split, batch_size=batch_size, shuffle=False, image_size=image_size)
+    return np.asarray(model.predict(data, verbose=0), dtype=np.float32)
+
+
+def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Cross-entropy and accuracy of predicted probabilities."""
+    if not len(labels):
+        return {"loss": None, "accuracy": None, "count": 0}
+    p = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return {"loss": float(-np.log(p).mean()), "accuracy": float((probs.argmax(1) == labels).mean()),
+            "count": int(len(labels))}
+
+
+def quick_metrics(model, ds, split: str, image_size: int, batch_size: int = 64) -> dict:
+    return scores(predict_split(model, ds, split, image_size, batch_size), ds.labels(split))
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (labels, predicted), 1)
+    return cm
+
+
+def per_class(cm: np.ndarray, class_names: list[str]) -> dict:
+    out = {}
+    for i, name in enumerate(class_names):
+        tp = cm[i, i]
+        support = cm[i].sum()
+        predicted = cm[:, i].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(support)}
+    return out
+
+
+def top_losses(probs: np.ndarray, labels: np.ndarray, paths: list, class_names: list[str], k: int = 9) -> list[dict]:
+    """The ``k`` wrong predictions made with the highest confidence."""
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != labels)
+    order = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:k]
+    return [{"path": str(paths[i]), "true": class_names[labels[i]], "predicted": class_names[pred[i]],
+             "confidence": float(probs[i, pred[i]]),
+             "loss": float(-np.log(max(float(probs[i, labels[i]]), 1e-7)))} for i in order]
+
+
+def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, k: int = 9) -> dict:
+    """Evaluate a run's model on one of its splits; write metrics.json and figures."""
+    ds = run.dataset(data=data, progress=progress)
+    ds._check_split(split)
+    model = run.model
+    probs = predict_split(model, ds, split, run.image_size)
+    labels = ds.labels(split)
+    names = run.class_names
+    result = scores(probs, labels)
+    majority, base = ds.baseline(split)
+    result["baseline_accuracy"] = base
+    result["majority_class"] = majority
+    if len(labels):
+        cm = confusion(labels, probs.argmax(1), len(names))
+        result["per_class"] = per_class(cm, names)
+        result["macro_f1"] = float(np.mean([v["f1"] for v in result["per_class"].values()]))
+        result["confusion_matrix"] = cm.tolist()
+        result["top_losses"] = top_losses(probs, labels, ds.paths(split), names, k)
+        fig = figures.confusion_matrix(cm, names, title=f"confusion matrix ({split})")
+        result["figures"] = {"confusion_matrix": str(figures.save(fig, run.figures_dir / f"confusion_matrix_{split}.png"))}
+        if result["top_losses"]:
+            from .data.images import load_image
+
+            tl = result["top_losses"]
+            fig = figures.top_losses([load_image(t["path"], run.image_size) for t in tl], [t["true"] for t in tl],
+                                     [t["predicted"] for t in tl], [t["confidence"] for t in tl],
+                                     paths=[t["path"] for t in tl], title=f"most confidently wrong ({split})")
+            result["figures"]["top_losses"] = str(figures.save(fig, run.figures_dir / f"top_losses_{split}.png"))
+    metrics = run.metrics()
+    metrics.setdefault("evaluation", {})[split] = result
+    io.write_json(run.path / "metrics.json", metrics)
+    return result

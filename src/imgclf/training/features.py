@@ -1,0 +1,151 @@
+"""Frozen-backbone feature cache: run the backbone once per image (and view), not per epoch.
+
+While the backbone is frozen, a transfer model's output depends on the image only through
+the pooled backbone features, so the head can be trained on features computed once. With
+augmentation on, ``views`` versions of each training image are computed: the plain image
+first, then augmented ones, and each epoch the head sees one view per image, drawn at
+random. The arrays live in the run's ``cache/`` folder (memory-mapped ``.npy``), keyed by
+everything that changes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..data.pipeline import decode_key, make_dataset
+
+
+def feature_key(built, ds, image_size: int, views: int, seed: int) -> str:
+    weights = built.weights
+    if weights and os.path.exists(weights):
+        st = os.stat(weights)
+        weights = f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}"
+    parts = {
+        "files": decode_key([ds.root / r.path for r in ds._order], image_size, ds.interpolation, ds.fit),
+        "model": built.spec.name, "alpha": built.alpha, "weights": weights,
+        "pooling": built.feature_extractor.layers[-1].name if built.feature_extractor else None,
+        "augment": built.augment.to_dict() if built.augment else None,
+        "views": views, "seed": seed, "image_size": image_size,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _save_atomic(folder: Path, name: str, shape, fill) -> np.ndarray:
+    target = folder / name
+    if target.is_file():
+        try:
+            arr = np.load(target, mmap_mode="r")
+            if arr.shape == tuple(shape):
+                return arr
+        except (ValueError, OSError):
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=folder)
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(shape))
+        fill(out)
+        out.flush()
+        del out
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return np.load(target, mmap_mode="r")
+
+
+def extract_features(built, ds, image_size: int, *, views: int, seed: int, folder: Path,
+                     batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(plain, augmented)``: plain features of every image of every split, ``(N, D)``, and
+    augmented training views ``(views - 1, n_train, D)`` (empty without augmentation)."""
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    images = ds.decoded(image_size)
+    n, d = len(images), built.feature_dim
+    extractor, augmentation = built.feature_extractor, built.augmentation
+    extra = views - 1 if augmentation is not None else 0
+    key = feature_key(built, ds, image_size, views if extra else 1, seed)
+    train_idx = ds.indices("train")
+    total = n + extra * len(train_idx)
+    bar = tqdm(total=total, desc="backbone features", unit="img", disable=not progress, leave=False)
+
+    @tf.function(reduce_retracing=True)
+    def plain_step(x):
+        return extractor(x, training=False)
+
+    @tf.function(reduce_retracing=True)
+    def augmented_step(x):
+        return extractor(augmentation(x, training=True), training=False)
+
+    def run(step, indices, out):
+        labels = np.zeros(len(images), np.int32)
+        pipe = make_dataset(images, labels, indices, batch_size=batch_size)
+        pos = 0
+        for x, _ in pipe:
+            f = step(x).numpy()
+            out[pos: pos + len(f)] = f
+            pos += len(f)
+            bar.update(len(f))
+
+    try:
+        plain = _save_atomic(folder, f"features-{key}-plain.npy", (n, d),
+                             lambda out: run(plain_step, np.arange(n), out))
+        if extra:
+            tf.random.set_seed(seed)
+
+            def fill_views(out):
+                for v in range(extra):
+                    run(augmented_step, train_idx, out[v])
+
+            augmented = _save_atomic(folder, f"features-{key}-views.npy", (extra, len(train_idx), d), fill_views)
+        else:
+            augmented = np.zeros((0, len(train_idx), d), np.float32)
+    finally:
+        bar.close()
+    return plain, augmented
+
+
+def feature_dataset(plain: np.ndarray, augmented: np.ndarray, labels: np.ndarray, indices: np.ndarray, *,
+                    batch_size: int, shuffle: bool, seed: int, one_hot: bool, num_classes: int,
+                    train_rows: np.ndarray | None = None):
+    """``tf.data`` of (features, labels). For training, each element draws one of the views
+    (plain or augmented) at random each epoch; ``train_rows`` maps dataset rows to positions in
+    ``augmented``."""
+    import tensorflow as tf
+
+    views = 1 + len(augmented)
+    pos = {int(r): i for i, r in enumerate(train_rows)} if train_rows is not None else {}
+    rows = np.asarray(indices, np.int64)
+    aug_pos = np.array([pos.get(int(r), -1) for r in rows], np.int64)
+    labels = np.asarray(labels, np.int32)
+    d = plain.shape[1]
+
+    def gather(i, view):
+        out = np.empty((len(i), d), np.float32)
+        for k, (row, v) in enumerate(zip(i, view)):
+            p = aug_pos_of[int(row)]
+            out[k] = plain[row] if v == 0 or p < 0 else augmented[v - 1, p]
+        return out, labels[i]
+
+    aug_pos_of = dict(zip(rows.tolist(), aug_pos.tolist()))
+    ds = tf.data.Dataset.from_tensor_slices(rows)
+    if shuffle:
+        ds = ds.shuffle(max(1, len(rows)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def pick(b):
+        view = (tf.random.uniform(tf.shape(b), 0, views, dtype=tf.int64, seed=seed)
+                if shuffle and views > 1 else tf.zeros_like(b))
+        x, y = tf.numpy_function(gather, [b, view], (tf.float32, tf.int32), stateful=False)
+        x = tf.ensure_shape(x, (None, d))
+        y = tf.ensure_shape(y, (None,))
+        return x, (tf.one_hot(y, num_classes) if one_hot else y)
+
+    return ds.map(pick, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
