@@ -12,8 +12,26 @@ from .errors import ImgclfError
 
 
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its start-up chatter (oneDNN, CUDA probing) kept off the terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if "tensorflow" in sys.modules or os.environ.get("IMGCLF_TF_LOGS"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    except Exception:
+        pass  # the command itself will import it again and report
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _progress(args) -> bool:
@@ -76,6 +94,144 @@ def cmd_demo(args) -> int:
     return cmd_inspect(args)
 
 
+def _train_options(args) -> dict:
+    opts = {}
+    for name in ("epochs", "batch_size", "image_size", "optimizer", "learning_rate", "label_smoothing",
+                 "class_weight", "early_stopping", "fine_tune", "fine_tune_epochs", "seed", "alpha",
+                 "weights", "augment", "dropout", "pooling", "views", "precision", "strategy"):
+        value = getattr(args, name, None)
+        if value is not None:
+            opts[name] = value
+    if getattr(args, "no_feature_cache", False):
+        opts["feature_cache"] = False
+    if getattr(args, "jit", False):
+        opts["jit"] = True
+    if getattr(args, "deterministic", False):
+        opts["deterministic"] = True
+    if opts.get("weights", "").lower() == "none":
+        opts["weights"] = None
+    return opts
+
+
+def _print_metrics(run) -> None:
+    m = run.metrics()
+    parts = []
+    for split in ("validation", "test"):
+        acc = (m.get(split) or {}).get("accuracy")
+        if acc is not None:
+            parts.append(f"{split} accuracy {acc:.1%}")
+    base = (m.get("baseline") or {}).get("test_accuracy")
+    if base is not None:
+        parts.append(f"majority baseline {base:.1%}")
+    print(f"run folder: {run.path}")
+    if parts:
+        print(", ".join(parts))
+
+
+def cmd_train(args) -> int:
+    from .training import resume, train
+
+    if args.resume:
+        run = resume(args.resume, progress=_progress(args))
+    else:
+        if args.data is None:
+            raise_usage("train needs DATA (or --resume RUN)")
+        if args.model is None:
+            raise_usage("train needs --model NAME (see `imgclf models`)")
+        ds = _load(args, image_size=_model_size(args))
+        run = train(ds, args.model, output=args.output, progress=_progress(args), **_train_options(args))
+    _print_metrics(run)
+    return 0
+
+
+def _model_size(args) -> int:
+    from .models import get_spec
+
+    return args.image_size or get_spec(args.model).default_image_size
+
+
+def cmd_evaluate(args) -> int:
+    from .run import load
+
+    run = load(args.run)
+    result = run.evaluate(args.split, data=args.data, progress=_progress(args))
+    print(format_evaluation(result, run.class_names, args.split))
+    return 0
+
+
+def format_evaluation(result: dict, class_names: list[str], split: str) -> str:
+    if not result.get("count"):
+        return f"the {split} split is empty"
+    lines = [f"{split}: {result['count']} images, accuracy {result['accuracy']:.1%}, loss {result['loss']:.4f}, "
+             f"majority baseline {result['baseline_accuracy']:.1%} ({result['majority_class']})", ""]
+    width = max(5, *(len(n) for n in class_names))
+    lines.append(f"{'class':<{width}}  precision  recall     f1  support")
+    for name in class_names:
+        c = result["per_class"][name]
+        lines.append(f"{name:<{width}}  {c['precision']:>9.1%}  {c['recall']:>6.1%}  {c['f1']:>5.1%}  {c['support']:>7}")
+    lines.append("")
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    for name, row in zip(class_names, result["confusion_matrix"]):
+        lines.append(f"{name:<{width}}  " + " ".join(f"{v:>6}" for v in row))
+    for name, path in result.get("figures", {}).items():
+        lines.append(f"figure    {path}")
+    return "\n".join(lines)
+
+
+def cmd_models(args) -> int:
+    from .models import list_models
+
+    specs = list_models()
+    width = max(len(s.name) for s in specs)
+    print(f"{'name':<{width}}  {'kind':<8}  {'size':>4}  description")
+    for s in specs:
+        print(f"{s.name:<{width}}  {s.kind:<8}  {s.default_image_size:>4}  {s.description}")
+    return 0
+
+
+def cmd_augment_preview(args) -> int:
+    from .augment_preview import augment_preview
+
+    ds = _load(args)
+    paths = augment_preview(ds, args.output, augment=args.augment, seed=args.seed)
+    for p in paths:
+        print(f"figure    {p}")
+    return 0
+
+
+class UsageError(Exception):
+    pass
+
+
+def raise_usage(message: str):
+    raise UsageError(message)
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("-m", "--model", help="registry name (see `imgclf models`)")
+    g.add_argument("--epochs", type=int, help="epochs (for transfer models: of the head)")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"))
+    g.add_argument("--learning-rate", "--lr", type=float)
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--class-weight", choices=("balanced",), help="weight classes by inverse frequency")
+    g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop when validation loss stalls")
+    g.add_argument("--fine-tune", type=int, metavar="N", help="then unfreeze the top N backbone layers")
+    g.add_argument("--fine-tune-epochs", type=int, help="epochs of fine-tuning (default: half of --epochs)")
+    g.add_argument("--alpha", type=float, help="MobileNet width multiplier")
+    g.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
+    g.add_argument("--augment", help="augmentation: 'none' or e.g. flip=horizontal,rotation=0.2,zoom=0.1")
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--pooling", choices=("avg", "max"))
+    g.add_argument("--views", type=int, help="cached augmented views per image for a frozen backbone")
+    g.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every epoch")
+    g.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    g.add_argument("--jit", action="store_true", help="compile with XLA")
+    g.add_argument("--strategy", choices=("auto", "none", "mirrored", "multi-worker"))
+    g.add_argument("--deterministic", action="store_true", help="deterministic ops (slower)")
+
+
 COMMANDS = {}
 
 
@@ -101,18 +257,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where to write the synthetic dataset (default: in the cache)")
     p.add_argument("-o", "--output", default="imgclf-demo", help="output folder")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list the models in the registry",
+                       description="List every model name with its kind, default input size and description.")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a model into a run folder",
+                       description="Train a registry model on DATA; everything goes to the run folder "
+                                   "(runs/<model>-<timestamp> by default). --resume RUN carries on a killed run.")
+    _add_data_options(p, data_required=False)
+    _add_train_options(p)
+    p.add_argument("-o", "--output", help="run folder (default runs/<model>-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN", help="carry on an interrupted run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run on one of its splits",
+                       description="Loss, accuracy, majority baseline, per-class precision/recall/F1, "
+                                   "confusion matrix and the most confidently wrong images.")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--data", help="where the run's data lies now, if it moved")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("augment-preview", help="3x3 grids of augmented images",
+                       description="Write the blog's 3x3 grids for flip, rotation and the whole augmentation stack.")
+    _add_data_options(p)
+    p.add_argument("--augment", default="flip=horizontal,rotation=0.2", help="the stack to preview")
+    p.add_argument("-o", "--output", default="imgclf-augment", help="folder for the figures")
+    p.set_defaults(func=cmd_augment_preview)
     return parser
 
 
+NO_TENSORFLOW = {"inspect"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    if args.command not in NO_TENSORFLOW:
+        _quiet_tensorflow()
     try:
         return int(args.func(args) or 0)
+    except UsageError as e:
+        parser.error(str(e))
     except ImgclfError as e:
         print(f"imgclf: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
 from .images import FIT_MODES, INTERPOLATIONS, as_size, load_image
 
@@ -49,8 +50,6 @@ def check_options(image_size, interpolation: str, fit: str, cache_mode: str = "d
 
 
 def _decode_into(out: np.ndarray, paths: list[Path], image_size, interpolation, fit, workers, progress) -> None:
-    from tqdm.auto import tqdm
-
     def one(i: int) -> None:
         try:
             out[i] = load_image(paths[i], image_size, interpolation=interpolation, fit=fit)
@@ -58,9 +57,7 @@ def _decode_into(out: np.ndarray, paths: list[Path], image_size, interpolation, 
             raise DataError(f"{paths[i]}: cannot be decoded any more ({e}); scan the data again") from None
 
     n = workers or min(16, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=n) as pool, tqdm(
-        total=len(paths), desc="decoding images", unit="img", disable=not progress, leave=False
-    ) as bar:
+    with ThreadPoolExecutor(max_workers=n) as pool, progress_bar(len(paths), "decoding images", progress) as bar:
         for _ in pool.map(one, range(len(paths))):
             bar.update(1)
 

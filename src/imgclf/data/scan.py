@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ..progress import bar as progress_bar
 from ..errors import DataError
 from .images import EXTENSION_FORMATS, SUPPORTED_FORMATS, orientation, _SWAPS
 from .sources import DataSource, cache_dir
@@ -400,12 +401,8 @@ def scan(
         todo = [i for i, k in enumerate(keys) if k is None or k[0] not in cached]
         results: dict[int, dict] = {i: cached[k[0]] for i, k in enumerate(keys) if k is not None and k[0] in cached}
         if todo:
-            from tqdm.auto import tqdm
-
             n = workers or min(32, (os.cpu_count() or 1) * 2)
-            with ThreadPoolExecutor(max_workers=n) as pool, tqdm(
-                total=len(todo), desc="scanning images", unit="img", disable=not progress, leave=False
-            ) as bar:
+            with ThreadPoolExecutor(max_workers=n) as pool, progress_bar(len(todo), "scanning images", progress) as bar:
                 for i, res in zip(todo, pool.map(lambda i: check_file(found[i][0]), todo)):
                     results[i] = res
                     bar.update(1)

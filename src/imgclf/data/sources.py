@@ -23,6 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..progress import bar as progress_bar
 from ..errors import DataError
 
 SPLIT_DIR_NAMES = {
@@ -250,9 +251,7 @@ def _verify(path: Path, size: int | None, sha256: str | None) -> str | None:
 
 
 def _bar(total, desc, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total or None, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
+    return progress_bar(total or None, desc, enabled, unit="B")
 
 
 def extract(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.pipeline import decode_key, make_dataset
+from ..progress import bar as progress_bar
 
 
 def feature_key(built, ds, image_size: int, views: int, seed: int) -> str:
@@ -65,7 +66,6 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     """``(plain, augmented)``: plain features of every image of every split, ``(N, D)``, and
     augmented training views ``(views - 1, n_train, D)`` (empty without augmentation)."""
     import tensorflow as tf
-    from tqdm.auto import tqdm
 
     images = ds.decoded(image_size)
     n, d = len(images), built.feature_dim
@@ -74,7 +74,7 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     key = feature_key(built, ds, image_size, views if extra else 1, seed)
     train_idx = ds.indices("train")
     total = n + extra * len(train_idx)
-    bar = tqdm(total=total, desc="backbone features", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total, "backbone features", progress)
 
     @tf.function(reduce_retracing=True)
     def plain_step(x):

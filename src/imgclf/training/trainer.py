@@ -291,7 +291,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, *, progress: bool)
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
                                                            restore_best_weights=True))
         train_model.fit(train_data, validation_data=val_data, epochs=end, initial_epoch=start_epoch,
-                        class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+                        class_weight=class_weight, callbacks=callbacks, verbose=verbose, shuffle=False)
         done = rows[-1]["epoch"] if rows else done
         state = run.state
         start = end
