@@ -181,7 +181,7 @@ class Run:
 def load(path: str | os.PathLike) -> Run:
     """Open a run folder."""
     run = Run(path)
-    run.meta  # validate now, with a clear error
+    run.config  # validate now, with a clear error
     return run
 
 

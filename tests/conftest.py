@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated imgclf cache, small generated datasets, the ../shared folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+CATS_AND_DOGS = SHARED / "data" / "cats_and_dogs_filtered"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+
+# Each test session gets its own imgclf cache, so no test sees another run's decoded images.
+os.environ.setdefault("IMGCLF_CACHE", tempfile.mkdtemp(prefix="imgclf-test-cache-"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def class_tree(tmp_path):
+    """A learnable 2-class tree of 32x32 PNGs, 16 images per class."""
+    from tests.imagefactory import make_class_tree
+
+    return make_class_tree(tmp_path / "data", {"cats": 16, "dogs": 16}, size=(32, 32))
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the imgclf command line in-process; returns (exit code, stdout, stderr)."""
+    from imgclf.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def run_cli_subprocess(*args, timeout=600, **kw):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "imgclf.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+requires_shared = pytest.mark.skipif(not CATS_AND_DOGS.is_dir(), reason="../shared/data is not beside the repo")
+requires_weights = pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file(), reason="../shared/weights is not beside the repo")

@@ -1,0 +1,152 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import imgclf
+from imgclf.errors import ConfigError, RunError
+from tests.conftest import run_cli_subprocess
+
+
+def _ds(path, size=32, **kw):
+    return imgclf.load_dataset(path, image_size=size, validation=0.25, test=0.25, progress=False, **kw)
+
+
+def test_train_writes_the_run_folder(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=2, image_size=32, progress=False)
+    for name in ("config.json", "class_names.json", "model.keras", "history.csv", "metrics.json",
+                 "splits/train.txt", "splits/validation.txt", "splits/test.txt", "figures/history.png"):
+        assert (run.path / name).is_file(), name
+    assert json.loads((run.path / "class_names.json").read_text()) == ["cats", "dogs"]
+    h = run.history()
+    assert h["epoch"] == [1, 2] and h["stage"] == ["train", "train"]
+    m = run.metrics()
+    assert m["test"]["count"] == len(ds.splits["test"])
+    assert m["parameters"]["trainable"] > 0
+    # the config is fully resolved and reloads
+    assert run.config.image_size == 32 and run.config.data.root == str(ds.root)
+    assert imgclf.load(run.path).complete
+
+
+def test_split_lists_are_disjoint_and_reused(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False)
+    lists = {s: set((run.splits_dir / f"{s}.txt").read_text().splitlines()) for s in ("train", "validation", "test")}
+    assert not (lists["train"] & lists["test"]) and not (lists["train"] & lists["validation"])
+    again = run.dataset(progress=False)
+    assert [r.path for r in again.splits["test"]] == [r.path for r in ds.splits["test"]]
+
+
+def test_seeded_runs_repeat(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    a = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "a", epochs=2, image_size=32, progress=False,
+                     deterministic=True, seed=3)
+    b = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "b", epochs=2, image_size=32, progress=False,
+                     deterministic=True, seed=3)
+    np.testing.assert_allclose(a.history()["loss"], b.history()["loss"], rtol=1e-5)
+
+
+def test_transfer_head_then_fine_tune(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    run = imgclf.train(ds, "mobilenet_v2", output=tmp_path / "run", epochs=2, fine_tune=10, fine_tune_epochs=1,
+                       image_size=32, weights=None, progress=False, views=2)
+    h = run.history()
+    assert h["epoch"] == [1, 2, 3]
+    assert h["stage"] == ["head", "head", "fine_tune"]
+    assert h["learning_rate"][2] == pytest.approx(h["learning_rate"][0] / 10)
+    assert run.fine_tune_epoch() == 3
+    # the cached features were used for the head and the saved model is end to end
+    assert list(run.cache_dir.glob("features-*.npy"))
+    model = run.model
+    assert model.input_shape == (None, 32, 32, 3)
+    probs = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
+    assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
+
+
+def test_evaluate_writes_metrics_and_figures(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=2, image_size=32, progress=False)
+    result = run.evaluate("test", progress=False)
+    n = len(ds.splits["test"])
+    cm = np.array(result["confusion_matrix"])
+    assert cm.sum() == n and cm.shape == (2, 2)
+    assert result["accuracy"] == pytest.approx(np.trace(cm) / n)
+    assert set(result["per_class"]) == {"cats", "dogs"}
+    assert result["baseline_accuracy"] == pytest.approx(0.5)
+    assert (run.figures_dir / "confusion_matrix_test.png").is_file()
+    assert imgclf.load(run.path).metrics()["evaluation"]["test"]["count"] == n
+
+
+def test_run_already_exists_is_refused(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False)
+    with pytest.raises(RunError, match="already exists"):
+        imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False)
+
+
+def test_bad_options_are_one_line_errors(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    with pytest.raises(ConfigError, match="choose one of: cnn"):
+        imgclf.train(ds, "resnet9000", output=tmp_path / "r1")
+    with pytest.raises(ConfigError, match="epochs"):
+        imgclf.train(ds, "cnn", output=tmp_path / "r2", epochs=0)
+    with pytest.raises(ConfigError, match="optimizer"):
+        imgclf.train(ds, "cnn", output=tmp_path / "r3", optimizer="nadam2")
+
+
+def test_hand_edited_or_foreign_run_folder(class_tree, tmp_path, cli):
+    ds = _ds(class_tree)
+    run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False)
+    meta = json.loads(run.config_file.read_text())
+    meta["train"]["colour"] = "blue"
+    run.config_file.write_text(json.dumps(meta))
+    code, out, err = cli("evaluate", run.path)
+    assert code == 2 and "unknown option 'colour'" in err and "Traceback" not in err
+    meta["train"].pop("colour")
+    meta["format"] = 99
+    run.config_file.write_text(json.dumps(meta))
+    code, out, err = cli("evaluate", run.path)
+    assert code == 2 and "format 99" in err
+    code, out, err = cli("evaluate", tmp_path / "nowhere")
+    assert code == 2 and "no run folder" in err
+
+
+def test_resume_after_kill_has_no_lost_or_doubled_epochs(tmp_path):
+    from tests.imagefactory import make_class_tree
+
+    data = make_class_tree(tmp_path / "data", {"a": 40, "b": 40}, size=(64, 64))
+    run_dir = tmp_path / "run"
+    args = ["train", data, "--model", "cnn_aug", "--epochs", "8", "--image-size", "64", "--batch-size", "4",
+            "--output", run_dir, "-q"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "imgclf.cli", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run_dir / "checkpoints" / "state.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("training never finished two epochs")
+        time.sleep(0.3)  # land somewhere inside the next epoch
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert killed_at < 8
+    assert not (run_dir / "model.keras").exists()
+    done = run_cli_subprocess("train", "--resume", run_dir, "-q")
+    assert done.returncode == 0, done.stderr
+    run = imgclf.load(run_dir)
+    assert run.history()["epoch"] == list(range(1, 9))
+    assert run.complete
+    # nothing half-written is left behind
+    assert not [p for p in run_dir.rglob(".*") if p.is_file()]
