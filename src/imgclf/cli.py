@@ -131,16 +131,18 @@ def _print_metrics(run) -> None:
 def cmd_train(args) -> int:
     from .training import resume, train
 
+    dist = {"workers": args.workers, "worker_index": args.worker_index}
     if args.resume:
-        run = resume(args.resume, progress=_progress(args))
+        run = resume(args.resume, progress=_progress(args), **dist)
     else:
         if args.data is None:
             raise_usage("train needs DATA (or --resume RUN)")
         if args.model is None:
             raise_usage("train needs --model NAME (see `imgclf models`)")
         ds = _load(args, image_size=_model_size(args))
-        run = train(ds, args.model, output=args.output, progress=_progress(args), **_train_options(args))
-    _print_metrics(run)
+        run = train(ds, args.model, output=args.output, progress=_progress(args), **dist, **_train_options(args))
+    if run.complete:
+        _print_metrics(run)
     return 0
 
 
@@ -230,6 +232,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jit", action="store_true", help="compile with XLA")
     g.add_argument("--strategy", choices=("auto", "none", "mirrored", "multi-worker"))
     g.add_argument("--deterministic", action="store_true", help="deterministic ops (slower)")
+    g.add_argument("--workers", metavar="HOST:PORT,...", help="multi-worker training: every worker's address")
+    g.add_argument("--worker-index", type=int, default=None, help="this worker's position in --workers (0 = chief)")
 
 
 COMMANDS = {}
@@ -286,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="flip=horizontal,rotation=0.2", help="the stack to preview")
     p.add_argument("-o", "--output", default="imgclf-augment", help="folder for the figures")
     p.set_defaults(func=cmd_augment_preview)
+
+    # Commands that live beside the API they call.
+    from .inference.commands import add_commands as add_inference_commands
+    from .report.commands import add_commands as add_report_commands
+
+    add_inference_commands(sub)
+    add_report_commands(sub)
     return parser
 
 
@@ -305,7 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         parser.error(str(e))
     except ImgclfError as e:
-        print(f"imgclf: error: {e}", file=sys.stderr)
+        # one line, printable whatever the terminal: undecodable path bytes shown as \xNN
+        message = " ".join(str(e).split("\n"))
+        try:
+            message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"imgclf: error: {message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("imgclf: interrupted", file=sys.stderr)

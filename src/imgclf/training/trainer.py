@@ -76,6 +76,8 @@ def train(
     output: str | os.PathLike | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    workers: str | list[str] | None = None,
+    worker_index: int | None = None,
     **options,
 ) -> Run:
     """Train ``model`` on ``data`` and return the :class:`Run`; every option of
@@ -92,6 +94,7 @@ def train(
     except TypeError as e:
         raise ConfigError(str(e).replace("__init__()", "train()")) from None
     cfg.validate()
+    dist = _distribution(cfg, workers, worker_index)
     spec = get_spec(cfg.model)
     image_size = check_image_size(spec, cfg.image_size)
     if isinstance(data, ImageDataset):
@@ -103,12 +106,16 @@ def train(
                           test=data_options.get("test", 0.1), seed=ds.seed, fit=ds.fit,
                           interpolation=ds.interpolation, cache_mode=ds.cache_mode)
     run = Run(output if output is not None else _default_output(cfg.model))
+    if not dist.is_chief:
+        built = _build(cfg, ds.num_classes, dist)
+        _wait_for_chief(run)
+        return _fit(run, cfg, ds, built, dist, progress=False)
     if run.config_file.exists() and not overwrite:
         raise RunError(f"run folder {run.path} already exists; resume it with `imgclf train --resume {run.path}` "
                        "or choose another --output")
     run.path.mkdir(parents=True, exist_ok=True)
     ds.save_splits(run.splits_dir)
-    built = _build(cfg, ds.num_classes)
+    built = _build(cfg, ds.num_classes, dist)
     io.write_json(run.path / "class_names.json", ds.class_names)
     io.write_json(run.config_file, {
         "format": CONFIG_FORMAT,
@@ -122,23 +129,43 @@ def train(
         "complete": False,
         "train": cfg.to_dict(),
     })
-    return _fit(run, cfg, ds, built, progress=progress)
+    return _fit(run, cfg, ds, built, dist, progress=progress)
 
 
-def resume(run_dir: str | os.PathLike, *, data=None, progress: bool = True) -> Run:
-    """Carry on an interrupted run from its last finished epoch to the planned count."""
+def resume(run_dir: str | os.PathLike, *, data=None, progress: bool = True,
+           workers: str | list[str] | None = None, worker_index: int | None = None) -> Run:
+    """Carry on an interrupted run from its last finished epoch to the planned count.
+
+    A multi-worker run is resumed by starting every worker again with ``resume``.
+    """
     run = Run(run_dir)
     cfg = run.config
+    dist = _distribution(cfg, workers, worker_index)
     if run.complete:
         return run
-    ds = run.dataset(data=data, progress=progress)
+    ds = run.dataset(data=data, progress=progress and dist.is_chief)
     if ds.class_names != run.class_names:
         raise RunError(f"the data now has classes {ds.class_names}, the run was started with {run.class_names}")
-    built = _build(cfg, ds.num_classes)
-    return _fit(run, cfg, ds, built, progress=progress)
+    built = _build(cfg, ds.num_classes, dist)
+    return _fit(run, cfg, ds, built, dist, progress=progress and dist.is_chief)
 
 
-def _build(cfg: TrainConfig, num_classes: int):
+def _distribution(cfg: TrainConfig, workers, worker_index):
+    from .distribute import choose
+
+    return choose(cfg.strategy, workers=workers, worker_index=worker_index)
+
+
+def _wait_for_chief(run: Run, timeout: float = 600.0) -> None:
+    """A non-chief worker reads the run folder the chief writes; wait until it is there."""
+    deadline = time.time() + timeout
+    while not (run.config_file.is_file() and (run.splits_dir / "train.txt").is_file()):
+        if time.time() > deadline:
+            raise RunError(f"the chief never wrote {run.config_file}; is the run folder on a shared file system?")
+        time.sleep(0.2)
+
+
+def _build(cfg: TrainConfig, num_classes: int, dist):
     from ..models import build_model
 
     keras = _keras()
@@ -148,9 +175,10 @@ def _build(cfg: TrainConfig, num_classes: int):
 
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(cfg.precision)
-    return build_model(cfg.model, num_classes, cfg.image_size, weights=cfg.weights, alpha=cfg.alpha,
-                       augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
-                       seed=cfg.seed)
+    with dist.scope():
+        return build_model(cfg.model, num_classes, cfg.image_size, weights=cfg.weights, alpha=cfg.alpha,
+                           augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
+                           seed=cfg.seed)
 
 
 def _optimizer(cfg: TrainConfig, learning_rate: float):
@@ -181,9 +209,9 @@ class _EpochCheckpoint:
         keras = _keras()
 
         class EpochCheckpoint(keras.callbacks.Callback):
-            def __init__(self, run: Run, stage: str, rows: list[dict]):
+            def __init__(self, run: Run, stage: str, rows: list[dict], chief: bool = True):
                 super().__init__()
-                self.run, self.stage, self.rows = run, stage, rows
+                self.run, self.stage, self.rows, self.chief = run, stage, rows, chief
                 self._t = time.time()
 
             def on_epoch_begin(self, epoch, logs=None):
@@ -198,6 +226,8 @@ class _EpochCheckpoint:
                     if k in logs:
                         row[k] = float(logs[k])
                 self.rows.append(row)
+                if not self.chief:
+                    return
                 name = f"epoch-{epoch + 1:04d}.keras"
                 with io.atomic_path(self.run.checkpoints_dir / name, suffix=".keras") as tmp:
                     self.model.save(tmp)
@@ -232,7 +262,7 @@ def _restore(train_model, checkpoint: Path) -> None:
                 b.assign(a)
 
 
-def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, *, progress: bool) -> Run:
+def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress: bool) -> Run:
     keras = _keras()
     from .features import extract_features, feature_dataset
 
@@ -241,35 +271,33 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, *, progress: bool)
     done = int(state.get("epoch", 0))
     rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= done]
     one_hot = cfg.label_smoothing > 0
-    train_labels = ds.labels("train")
-    class_weight = _class_weight(cfg, train_labels, ds.num_classes)
+    class_weight = _class_weight(cfg, ds.labels("train"), ds.num_classes)
     verbose = _verbose(progress)
-    metrics = ["accuracy"]
-    start = 0
+    # Feature caching trains a tiny head in one process; under a distribution strategy the
+    # head trains end to end like everything else.
+    feature_cache = cfg.feature_cache and built.feature_extractor is not None and not dist.distributed
     features = None
+    start = 0
+    trained = False
     for stage, end in stages:
-        first = start + 1
-        start_epoch = max(done, start)
         if done >= end:
             start = end
-            if stage == "fine_tune" or stage == "train" or (stage == "head"):
-                # a later stage resumes from this stage's result: restore it before moving on
-                pass
             continue
-        use_features = stage == "head" and cfg.feature_cache and built.feature_extractor is not None
+        use_features = stage == "head" and feature_cache
         if stage == "fine_tune":
             built.unfreeze(cfg.fine_tune)
         train_model = built.head if use_features else built.model
         lr = cfg.learning_rate * (cfg.fine_tune_lr_factor if stage == "fine_tune" else 1.0)
-        train_model.compile(optimizer=_optimizer(cfg, lr), loss=_loss(cfg), metrics=metrics,
-                            jit_compile=cfg.jit if cfg.jit else False)
-        if state.get("checkpoint") and done > 0:
+        with dist.scope():
+            train_model.compile(optimizer=_optimizer(cfg, lr), loss=_loss(cfg), metrics=["accuracy"],
+                                jit_compile=bool(cfg.jit))
+        if done > 0 and state.get("checkpoint"):
             ckpt = run.checkpoints_dir / state["checkpoint"]
             if state.get("stage") == stage:
                 _restore(train_model, ckpt)
-            else:
-                # the previous stage finished: take its weights into the end-to-end model
+            else:  # an earlier stage finished: carry its weights into this one
                 _restore_into_model(built, ckpt, state.get("stage"))
+        fit_args = {}
         if use_features:
             if features is None:
                 features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
@@ -279,24 +307,65 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, *, progress: bool)
             common = dict(batch_size=cfg.batch_size, seed=cfg.seed, one_hot=one_hot, num_classes=ds.num_classes)
             train_data = feature_dataset(plain, augmented, labels_all, ds.indices("train"), shuffle=True,
                                          train_rows=ds.indices("train"), **common)
-            val_data = feature_dataset(plain, augmented, labels_all, ds.indices("validation"), shuffle=False,
-                                       **common) if len(ds.indices("validation")) else None
+            val_data = (feature_dataset(plain, augmented, labels_all, ds.indices("validation"), shuffle=False,
+                                        **common) if len(ds.indices("validation")) else None)
         else:
-            train_data = ds.tf_dataset("train", batch_size=cfg.batch_size, image_size=cfg.image_size,
-                                       one_hot=one_hot)
-            val_data = (ds.tf_dataset("validation", batch_size=cfg.batch_size, image_size=cfg.image_size,
-                                      one_hot=one_hot) if len(ds.indices("validation")) else None)
-        callbacks = [_EpochCheckpoint(run, stage, rows)]
-        if cfg.early_stopping and val_data is not None:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
-                                                           restore_best_weights=True))
-        train_model.fit(train_data, validation_data=val_data, epochs=end, initial_epoch=start_epoch,
-                        class_weight=class_weight, callbacks=callbacks, verbose=verbose, shuffle=False)
+            train_data, val_data, fit_args = _image_data(cfg, ds, dist, one_hot)
+        callbacks = [_EpochCheckpoint(run, stage, rows, dist.is_chief)]
+        if dist.num_workers > 1:
+            from . import multiworker
+
+            multiworker.fit(train_model, train_data, val_data, epochs=end, initial_epoch=max(done, start),
+                            dist=dist, callbacks=callbacks, class_weight=class_weight, one_hot=one_hot,
+                            verbose=int(dist.is_chief and verbose > 0), **fit_args)
+        else:
+            if cfg.early_stopping and val_data is not None:
+                callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
+                                                               restore_best_weights=True))
+            train_model.fit(train_data, validation_data=val_data, epochs=end, initial_epoch=max(done, start),
+                            class_weight=class_weight, callbacks=callbacks, verbose=verbose, shuffle=False,
+                            **fit_args)
+        trained = True
         done = rows[-1]["epoch"] if rows else done
-        state = run.state
+        state = {"epoch": done, "stage": stage}
         start = end
-    _finish(run, cfg, ds, built, rows, progress=progress)
+    if not trained and run.state.get("checkpoint"):
+        # every epoch had finished before the interruption: take the last checkpoint
+        last = run.state
+        if last.get("stage") == "fine_tune":
+            built.unfreeze(cfg.fine_tune)
+        _restore_into_model(built, run.checkpoints_dir / last["checkpoint"], last.get("stage"))
+    if dist.is_chief:
+        _finish(run, cfg, ds, built, rows, progress=progress)
     return run
+
+
+def _image_data(cfg: TrainConfig, ds: ImageDataset, dist, one_hot: bool):
+    """Training and validation pipelines of decoded images (sharded per worker when distributed)."""
+    has_val = len(ds.indices("validation")) > 0
+    if dist.num_workers <= 1:
+        train_data = ds.tf_dataset("train", batch_size=cfg.batch_size, image_size=cfg.image_size, one_hot=one_hot)
+        val_data = (ds.tf_dataset("validation", batch_size=cfg.batch_size, image_size=cfg.image_size,
+                                  one_hot=one_hot) if has_val else None)
+        return train_data, val_data, {}
+    import math
+
+    import tensorflow as tf
+
+    # Each worker reads its own shard of the shuffled file list and every worker runs the same
+    # number of steps (the shards are repeated), so no worker waits on another at an epoch end.
+    per_worker = max(1, math.ceil(cfg.batch_size / dist.num_workers))
+    steps = max(1, math.ceil(len(ds.indices("train")) / (per_worker * dist.num_workers)))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    train_data = ds.tf_dataset("train", batch_size=per_worker, image_size=cfg.image_size, one_hot=one_hot,
+                               shard=(dist.num_workers, dist.worker_index), repeat=True).with_options(options)
+    fit_args = {"steps_per_epoch": steps, "global_batch": per_worker * dist.num_workers}
+    val_data = None
+    if has_val:
+        val_data = ds.tf_dataset("validation", batch_size=cfg.batch_size, image_size=cfg.image_size,
+                                 one_hot=one_hot).with_options(options)
+    return train_data, val_data, fit_args
 
 
 def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
@@ -312,8 +381,10 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
 
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
         built.model.save(tmp)
-    metrics = {"validation": quick_metrics(built.model, ds, "validation", cfg.image_size, cfg.batch_size),
-               "test": quick_metrics(built.model, ds, "test", cfg.image_size, cfg.batch_size)}
+    # Score the model as it was saved, outside any distribution strategy.
+    model = run.model
+    metrics = {"validation": quick_metrics(model, ds, "validation", cfg.image_size, cfg.batch_size),
+               "test": quick_metrics(model, ds, "test", cfg.image_size, cfg.batch_size)}
     majority, base = ds.baseline("test")
     metrics["baseline"] = {"majority_class": majority, "test_accuracy": base,
                            "validation_accuracy": ds.baseline("validation")[1]}
@@ -331,8 +402,6 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     meta["complete"] = True
     io.write_json(run.config_file, meta)
     run._config = None
-    for old in run.checkpoints_dir.glob("epoch-*.keras"):
-        pass  # kept: the last checkpoint lets a finished run be extended later
 
 
 def _parameters(model) -> dict:

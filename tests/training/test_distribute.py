@@ -1,0 +1,70 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import imgclf
+from imgclf.errors import ConfigError
+from imgclf.training.distribute import choose, tf_config_from_workers
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_auto_is_the_default_strategy_on_one_cpu(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    d = choose("auto")
+    assert d.name == "none" and d.is_chief and d.replicas == 1
+
+
+def test_worker_addresses_are_checked():
+    cfg = tf_config_from_workers("127.0.0.1:1000,127.0.0.1:1001", 1)
+    assert cfg["task"] == {"type": "worker", "index": 1} and len(cfg["cluster"]["worker"]) == 2
+    with pytest.raises(ConfigError, match="host:port"):
+        tf_config_from_workers("localhost", 0)
+    with pytest.raises(ConfigError, match="worker-index"):
+        tf_config_from_workers("127.0.0.1:1,127.0.0.1:2", 2)
+
+
+def test_bad_tf_config_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        choose("auto")
+
+
+def test_two_workers_train_and_only_the_chief_writes(tmp_path):
+    from tests.imagefactory import make_class_tree
+
+    data = make_class_tree(tmp_path / "data", {"red": 24, "blue": 24}, size=(32, 32))
+    workers = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
+    run_dir = tmp_path / "run"
+    common = ["train", data, "--model", "cnn_aug_pre", "--epochs", "2", "--image-size", "32", "--batch-size", "8",
+              "--validation", "0.25", "--test", "0.25", "--output", run_dir, "-q", "--workers", workers]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    procs = [subprocess.Popen([sys.executable, "-m", "imgclf.cli", *map(str, common), "--worker-index", str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    run = imgclf.load(run_dir)
+    assert run.complete and run.history()["epoch"] == [1, 2]
+    # one writer: the checkpoints and figures are the chief's alone, and the run is whole
+    assert (run_dir / "model.keras").is_file() and (run_dir / "figures" / "history.png").is_file()
+    mw_acc = run.metrics()["test"]["accuracy"]
+
+    single = imgclf.train(imgclf.load_dataset(data, image_size=32, validation=0.25, test=0.25, progress=False),
+                          "cnn_aug_pre", output=tmp_path / "single", epochs=2, image_size=32, batch_size=8,
+                          progress=False)
+    single_acc = single.metrics()["test"]["accuracy"]
+    assert mw_acc > 0.5 or single_acc <= 0.5  # learns whenever one process learns
+    assert abs(mw_acc - single_acc) <= 0.35
