@@ -160,6 +160,12 @@ class Run:
 
         return evaluate_run(self, split, data=data, progress=progress)
 
+    def predict(self, inputs, **options):
+        """Top-k classes for paths, folders, globs, PIL images or arrays (see ``imgclf.inference.predict``)."""
+        from .inference.predict import predict
+
+        return predict(self, inputs, **options)
+
     def plot_history(self):
         """The history figure (accuracy and loss, training against validation)."""
         from . import figures

@@ -23,7 +23,7 @@ from ..progress import bar as progress_bar
 
 
 def feature_key(built, ds, image_size: int, views: int, seed: int) -> str:
-    weights = built.weights
+    weights = built.weights_path
     if weights and os.path.exists(weights):
         st = os.stat(weights)
         weights = f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}"

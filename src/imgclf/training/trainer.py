@@ -125,7 +125,7 @@ def train(
         "class_names": ds.class_names,
         "image_size": image_size,
         "model_preprocessing": built.spec.preprocessing,
-        "weights_file": built.weights,
+        "weights_file": built.weights_path,
         "complete": False,
         "train": cfg.to_dict(),
     })
