@@ -150,3 +150,20 @@ def test_resume_after_kill_has_no_lost_or_doubled_epochs(tmp_path):
     assert run.complete
     # nothing half-written is left behind
     assert not [p for p in run_dir.rglob(".*") if p.is_file()]
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_float32_probabilities(class_tree, tmp_path, precision):
+    import keras
+
+    ds = _ds(class_tree)
+    try:
+        run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=1, image_size=32, progress=False,
+                           precision=precision, jit=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert run.config.precision == precision and run.config.jit
+    assert np.isfinite(run.history()["loss"][0])
+    probs = run.model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-3)

@@ -2,10 +2,10 @@
 
 Decoding (Pillow, in a thread pool, JPEGs scaled in the DCT domain) happens once per
 (file list, image size, interpolation, fit). The result is a ``(N, H, W, 3)`` uint8 array,
-kept in memory or in a ``.npy`` file in the imgclf cache that later runs and processes map
+kept in memory or in a ``.npy`` file in the imgclf cache that later runs and processes read
 without decoding again. ``tf.data`` then only shuffles indices each epoch, gathers batches
-from that array, and prefetches; memory stays bounded by the page cache when the array is a
-file, so data larger than memory streams from disk.
+from that array, and prefetches. A file cache is read row by row, never loaded whole, so
+data larger than memory streams from disk with flat resident memory.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def check_options(image_size, interpolation: str, fit: str, cache_mode: str = "d
         raise ConfigError(f"unknown cache {cache_mode!r}; choose one of: {', '.join(CACHE_MODES)}")
 
 
-def _decode_into(out: np.ndarray, paths: list[Path], image_size, interpolation, fit, workers, progress) -> None:
+def _decode_into(out, paths: list[Path], image_size, interpolation, fit, workers, progress) -> None:
     def one(i: int) -> None:
         try:
             out[i] = load_image(paths[i], image_size, interpolation=interpolation, fit=fit)
@@ -62,6 +62,85 @@ def _decode_into(out: np.ndarray, paths: list[Path], image_size, interpolation, 
             bar.update(1)
 
 
+class DiskArray:
+    """A ``(N, H, W, 3)`` uint8 ``.npy`` file read row by row with ``pread``, not mapped.
+
+    Reading rows never adds more than those rows to the process's memory (the operating
+    system's page cache holds the rest, and gives it back under pressure), so a dataset
+    larger than memory streams from disk with flat resident memory.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            self.offset = fh.tell()
+        if fortran or dtype != np.uint8 or len(shape) != 4:
+            raise ValueError(f"{self.path} is not a decoded-image cache")
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(np.uint8)
+        self.row_bytes = int(np.prod(self.shape[1:]))
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return self._rows(np.array([index]))[0]
+        if isinstance(index, slice):
+            return self._rows(np.arange(*index.indices(len(self))))
+        return self._rows(np.asarray(index, dtype=np.int64).reshape(-1))
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._rows(np.arange(len(self)))
+        return out if dtype is None else out.astype(dtype)
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
+        flat = out.reshape(len(rows), -1)
+        for k, r in enumerate(rows):
+            if r < 0:
+                r += len(self)
+            data = os.pread(self._fd, self.row_bytes, self.offset + int(r) * self.row_bytes)
+            if len(data) != self.row_bytes:
+                raise DataError(f"{self.path} is shorter than its header says; delete it to decode again")
+            flat[k] = np.frombuffer(data, dtype=np.uint8)
+        return out
+
+
+class _RowWriter:
+    """Writes rows of a new ``.npy`` file with ``pwrite`` (from several threads)."""
+
+    def __init__(self, path: str, shape: tuple):
+        self.shape = shape
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            self.offset = fh.tell()
+        self.row_bytes = int(np.prod(shape[1:]))
+        self._fd = os.open(path, os.O_RDWR)
+        os.ftruncate(self._fd, self.offset + self.row_bytes * shape[0])
+
+    def __setitem__(self, i: int, row: np.ndarray) -> None:
+        os.pwrite(self._fd, np.ascontiguousarray(row, dtype=np.uint8).tobytes(), self.offset + i * self.row_bytes)
+
+    def close(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+
+
 def decode_images(
     paths: list[Path],
     image_size,
@@ -72,8 +151,10 @@ def decode_images(
     cache_folder: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
-) -> np.ndarray:
-    """All ``paths`` decoded and resized, as a ``(N, H, W, 3)`` uint8 array (maybe memory-mapped)."""
+):
+    """All ``paths`` decoded and resized, as ``(N, H, W, 3)`` uint8: a numpy array in memory, or a
+    :class:`DiskArray` over a ``.npy`` file in ``cache_folder`` (``cache_mode="disk"``) that later
+    calls and processes reuse without decoding."""
     check_options(image_size, interpolation, fit, cache_mode)
     h, w = as_size(image_size)
     shape = (len(paths), h, w, 3)
@@ -85,8 +166,8 @@ def decode_images(
     target = folder / f"{decode_key(paths, image_size, interpolation, fit)}.npy"
     if target.is_file():
         try:
-            arr = np.load(target, mmap_mode="r")
-            if arr.shape == shape and arr.dtype == np.uint8:
+            arr = DiskArray(target)
+            if arr.shape == shape:
                 return arr
         except (ValueError, OSError):
             pass  # damaged: decode again
@@ -94,19 +175,20 @@ def decode_images(
     fd, tmp = tempfile.mkstemp(prefix=".decoding.", suffix=".npy", dir=folder)
     os.close(fd)
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _decode_into(out, paths, image_size, interpolation, fit, workers, progress)
-        out.flush()
-        del out
+        writer = _RowWriter(tmp, shape)
+        try:
+            _decode_into(writer, paths, image_size, interpolation, fit, workers, progress)
+        finally:
+            writer.close()
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return np.load(target, mmap_mode="r")
+    return DiskArray(target)
 
 
 def make_dataset(
-    images: np.ndarray | None,
+    images: "np.ndarray | DiskArray | None",
     labels: np.ndarray,
     indices: np.ndarray,
     *,

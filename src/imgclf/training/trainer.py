@@ -290,7 +290,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         lr = cfg.learning_rate * (cfg.fine_tune_lr_factor if stage == "fine_tune" else 1.0)
         with dist.scope():
             train_model.compile(optimizer=_optimizer(cfg, lr), loss=_loss(cfg), metrics=["accuracy"],
-                                jit_compile=bool(cfg.jit))
+                                jit_compile=True if cfg.jit else "auto")
         if done > 0 and state.get("checkpoint"):
             ckpt = run.checkpoints_dir / state["checkpoint"]
             if state.get("stage") == stage:
