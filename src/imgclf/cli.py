@@ -61,14 +61,14 @@ def _add_data_options(p: argparse.ArgumentParser, *, data_required: bool = True)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def _load(args, image_size: int | None = None):
+def _load(args, image_size: int | None = None, **options):
     from .data import load_dataset
 
     return load_dataset(
         args.data, image_size=args.image_size or image_size or 160, validation=args.validation,
         test=args.test, seed=args.seed, splits=args.splits, data_path=args.data_path,
         cache=args.cache_dir, cache_mode=args.cache, interpolation=args.interpolation, fit=args.fit,
-        progress=_progress(args),
+        progress=_progress(args), **options,
     )
 
 
@@ -77,21 +77,23 @@ def _load(args, image_size: int | None = None):
 def cmd_inspect(args) -> int:
     from .overview import describe, format_summary
 
-    ds = _load(args)
+    ds = _load(args, predecode=False)  # inspect needs no pixels: the quicker check will do
     summary = describe(ds, args.output)
     print(format_summary(summary))
     return 0
 
 
 def cmd_demo(args) -> int:
+    """The study on a generated dataset of shapes, with settings that finish in minutes on a CPU."""
     from .data.synthetic import make_synthetic_dataset
     from .data.sources import cache_dir
+    from .report.commands import cmd_demo_study
 
     root = Path(args.data_dir) if args.data_dir else cache_dir(args.cache_dir) / "synthetic"
     make_synthetic_dataset(root, seed=0)
     print(f"synthetic dataset: {root}")
     args.data = str(root)
-    return cmd_inspect(args)
+    return cmd_demo_study(args)
 
 
 def _train_options(args) -> dict:
@@ -255,11 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="imgclf-inspect", help="folder for summary.json and figures/")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("demo", help="make a small synthetic dataset and run on it",
-                       description="Generate a synthetic class-per-folder dataset of shapes and inspect it.")
+    from .report.commands import DEMO_DEFAULTS, add_study_options
+
+    p = sub.add_parser("demo", help="run a short study on a generated dataset of shapes",
+                       description="Generate a synthetic class-per-folder dataset of shapes and run `imgclf "
+                                   "study` on it with short settings (%(epochs)d epochs, %(size)dx%(size)d "
+                                   "pixels): the whole report in a few minutes on a CPU. The transfer model is "
+                                   "included when its ImageNet weights are in the Keras cache (the demo never "
+                                   "downloads); otherwise the report says how to add them."
+                                   % {"epochs": DEMO_DEFAULTS["epochs"], "size": DEMO_DEFAULTS["image_size"]})
     _add_data_options(p, data_required=False)
     p.add_argument("--data-dir", help="where to write the synthetic dataset (default: in the cache)")
     p.add_argument("-o", "--output", default="imgclf-demo", help="output folder")
+    add_study_options(p, epochs=DEMO_DEFAULTS["epochs"], image_size=DEMO_DEFAULTS["image_size"])
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="list the models in the registry",

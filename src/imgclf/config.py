@@ -38,7 +38,7 @@ class TrainConfig:
     image_size: int | None = None
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None  # default: 0.1 for transfer models, 0 for the CNNs
     class_weight: str | None = None  # None or "balanced"
     early_stopping: int | None = None  # patience in epochs, on validation loss
     fine_tune: int = 0  # unfreeze this many top backbone layers after the head is trained
@@ -77,7 +77,7 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 10):
             raise ConfigError(f"learning rate must be a number in (0, 10), got {self.learning_rate!r}")
-        if not 0 <= self.label_smoothing < 1:
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.class_weight not in (None, "balanced"):
             raise ConfigError(f"class weight must be 'balanced' or none, got {self.class_weight!r}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import figures, io
 from .data.dataset import ImageDataset
+from .data.scan import display_path
 from .data.split import SPLITS
 
 
@@ -39,7 +40,7 @@ def format_summary(summary: dict) -> str:
     counts = summary["counts"]
     names = summary["class_names"]
     total_bad = len(summary["bad"])
-    lines.append(f"data      {summary['root']} ({summary['layout'].replace('_', ' ')})")
+    lines.append(f"data      {display_path(summary['root'])} ({summary['layout'].replace('_', ' ')})")
     lines.append(f"classes   {len(names)}: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
     lines.append(f"images    {summary['total']:,} valid, {total_bad:,} bad, {len(summary['ignored']):,} ignored")
     lines.append("formats   " + ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items()))
@@ -57,7 +58,7 @@ def format_summary(summary: dict) -> str:
         row = [counts[s][name] for s in SPLITS]
         lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>10,}" for v in row) + f"  {sum(row):>7,}")
     lines.append("")
-    lines.append(f"majority baseline: {summary['baseline_accuracy']:.1%} on validation "
+    lines.append(f"majority baseline: {summary['baseline_accuracy']:.1%} on {summary.get('baseline_split', 'validation')} "
                  f"(always predicting {summary['majority_class']!r})")
     if total_bad:
         lines.append(f"\n{total_bad} bad file(s), left out of training (nothing was moved or deleted):")
@@ -68,5 +69,5 @@ def format_summary(summary: dict) -> str:
     if summary.get("figures"):
         lines.append("")
         for name, path in summary["figures"].items():
-            lines.append(f"figure    {path}")
+            lines.append(f"figure    {display_path(path)}")
     return "\n".join(lines)

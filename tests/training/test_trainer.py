@@ -167,3 +167,12 @@ def test_mixed_precision_keeps_float32_probabilities(class_tree, tmp_path, preci
     probs = run.model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-3)
+
+
+def test_overwrite_starts_afresh(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=2, image_size=32, progress=False)
+    run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False, overwrite=True,
+                       learning_rate=1e-4)
+    assert run.history()["epoch"] == [1]
+    assert run.history()["learning_rate"][0] == pytest.approx(1e-4)

@@ -93,7 +93,8 @@ class ImageDataset:
         return majority, (counts[majority] / total if total else 0.0)
 
     def summary(self) -> dict:
-        majority, base = self.baseline("validation" if self.splits["validation"] else "train")
+        split = "validation" if self.splits["validation"] else "train"
+        majority, base = self.baseline(split)
         return {
             "root": str(self.root),
             "layout": self.source.layout,
@@ -103,6 +104,7 @@ class ImageDataset:
             "bad_files": len(self.report.bad),
             "majority_class": majority,
             "baseline_accuracy": base,
+            "baseline_split": split,
         }
 
     def __repr__(self) -> str:
@@ -123,11 +125,21 @@ class ImageDataset:
         size = as_size(image_size) if image_size is not None else self.image_size
         key = (size, self.interpolation, self.fit)
         if key not in self._decoded:
-            self._decoded[key] = decode_images(
-                [self.root / r.path for r in self._order], size,
-                interpolation=self.interpolation, fit=self.fit, cache_mode=self.cache_mode,
-                cache_folder=self.cache / "decoded", progress=self.progress,
-            )
+            scanned = self.report.pixels
+            ready = None
+            if scanned is not None and scanned.options == key:
+                # decoded by the scan already: copied, not decoded a second time
+                ready = scanned.for_paths([r.path for r in self._order])
+            try:
+                self._decoded[key] = decode_images(
+                    [self.root / r.path for r in self._order], size,
+                    interpolation=self.interpolation, fit=self.fit, cache_mode=self.cache_mode,
+                    cache_folder=self.cache / "decoded", progress=self.progress, ready=ready,
+                )
+            finally:
+                if ready is not None:
+                    scanned.close()  # taken: the scratch file goes
+                    self.report.pixels = None
         return self._decoded[key]
 
     def indices(self, split: str) -> np.ndarray:
@@ -194,16 +206,21 @@ def load_dataset(
     interpolation: str = "bilinear",
     fit: str = "stretch",
     progress: bool = True,
+    predecode: bool = True,
 ) -> ImageDataset:
     """Find, scan and split a dataset; the first step of everything else.
 
     ``data`` is a class-per-folder tree, a folder with train/ and validation/ (and maybe
     test/), a .zip or .tar.gz, a URL, or a known name (``cats_and_dogs_filtered``, the
     default). ``splits`` reuses split lists saved by an earlier run instead of making new ones.
+    ``predecode`` lets the scan keep the pixels it decodes at ``image_size`` for
+    :meth:`ImageDataset.decoded` (one decode per file instead of two on a first run); turn
+    it off when the pixels will not be needed (``imgclf inspect``).
     """
     check_options(image_size, interpolation, fit, cache_mode)
     source = resolve_source(data, data_path=data_path, cache=cache, progress=progress)
-    report = scan(source, cache=cache, progress=progress)
+    decode = (image_size, interpolation, fit) if predecode and cache_mode != "none" else None
+    report = scan(source, cache=cache, progress=progress, decode=decode)
     report.check_usable()
     if splits is not None:
         assigned = apply_split_lists(report, read_split_lists(splits))

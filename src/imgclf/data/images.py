@@ -69,12 +69,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if getattr(img, "is_animated", False):
         img.seek(0)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img)
+        arr = np.asarray(img).astype(np.float64)
         if img.mode == "F":
             arr = np.clip(arr, 0, 1) * 255
-        elif arr.max(initial=0) > 255:
+        elif img.mode.startswith("I;16") or arr.max(initial=0) > 255:
+            # 16-bit data is scaled whatever its range: a dark 16-bit image stays dark
             arr = arr / 257.0
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa"):
@@ -136,18 +137,34 @@ def load_image(
     with black). A numpy array is taken as an image already decoded (HxW, HxWx1, HxWx3 or
     HxWx4, uint8 or float in 0..255).
     """
-    if isinstance(source, np.ndarray):
-        img = _array_to_image(source)
-    else:
-        img = open_image(source)
     if fit not in FIT_MODES:
         raise ValueError(f"fit must be one of {FIT_MODES}, got {fit!r}")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {interpolation!r}")
     size = as_size(image_size) if image_size is not None else None
-    if size is not None and img.format == "JPEG":
+    if isinstance(source, np.ndarray):
+        return _fit_loaded(_array_to_image(source), size, interpolation, fit)
+    if isinstance(source, Image.Image):
+        # the caller's image: never draft or close it (that would change it under them)
+        return _fit_loaded(source, size, interpolation, fit)
+    with open_image(source) as img:
+        return decode_opened(img, size, interpolation, fit)
+
+
+def decode_opened(img: Image.Image, size: tuple[int, int] | None, interpolation: str, fit: str) -> np.ndarray:
+    """Decode an image just opened (nothing loaded yet) the way :func:`load_image` does.
+
+    The scan calls this too when it decodes a file for the pipeline while checking it, so
+    both give the same pixels.
+    """
+    if size is not None and img.format in ("JPEG", "MPO"):
         # DCT-domain downscaling: decodes a 500px JPEG for a 160px model about 3x faster.
         img.draft("RGB", _draft_target(img, size, fit))
+    img.load()
+    return _fit_loaded(img, size, interpolation, fit)
+
+
+def _fit_loaded(img: Image.Image, size, interpolation: str, fit: str) -> np.ndarray:
     ori = orientation(img)
     img = to_rgb(img)
     if ori in _TRANSPOSE:

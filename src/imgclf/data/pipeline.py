@@ -49,8 +49,12 @@ def check_options(image_size, interpolation: str, fit: str, cache_mode: str = "d
         raise ConfigError(f"unknown cache {cache_mode!r}; choose one of: {', '.join(CACHE_MODES)}")
 
 
-def _decode_into(out, paths: list[Path], image_size, interpolation, fit, workers, progress) -> None:
+def _decode_into(out, paths: list[Path], image_size, interpolation, fit, workers, progress, ready=None) -> None:
     def one(i: int) -> None:
+        done = ready[i] if ready is not None else None
+        if done is not None:
+            out[i] = done  # decoded by the scan already
+            return
         try:
             out[i] = load_image(paths[i], image_size, interpolation=interpolation, fit=fit)
         except Exception as e:  # the file changed or vanished since it was scanned
@@ -109,15 +113,23 @@ class DiskArray:
         return out if dtype is None else out.astype(dtype)
 
     def _rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = np.where(rows < 0, rows + len(self), rows)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
         out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
-        flat = out.reshape(len(rows), -1)
-        for k, r in enumerate(rows):
-            if r < 0:
-                r += len(self)
-            data = os.pread(self._fd, self.row_bytes, self.offset + int(r) * self.row_bytes)
-            if len(data) != self.row_bytes:
-                raise DataError(f"{self.path} is shorter than its header says; delete it to decode again")
-            flat[k] = np.frombuffer(data, dtype=np.uint8)
+        flat = out.reshape(len(rows), self.row_bytes)
+        # Read straight into the result, one system call per run of consecutive rows (a whole
+        # batch of an unshuffled split is one read).
+        starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+        for a, b in zip(starts, [*starts[1:], len(rows)]):
+            view = memoryview(flat[a:b]).cast("B")
+            offset = self.offset + int(rows[a]) * self.row_bytes
+            while len(view):
+                got = os.preadv(self._fd, [view], offset)
+                if got <= 0:
+                    raise DataError(f"{self.path} is shorter than its header says; delete it to decode again")
+                view, offset = view[got:], offset + got
         return out
 
 
@@ -151,16 +163,23 @@ def decode_images(
     cache_folder: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
+    ready=None,
 ):
     """All ``paths`` decoded and resized, as ``(N, H, W, 3)`` uint8: a numpy array in memory, or a
     :class:`DiskArray` over a ``.npy`` file in ``cache_folder`` (``cache_mode="disk"``) that later
-    calls and processes reuse without decoding."""
+    calls and processes reuse without decoding.
+
+    ``ready[i]`` (a sequence of arrays or ``None``), where not ``None``, is image ``i`` already
+    decoded with these options (by the scan, see :func:`~imgclf.data.scan.scan`): it is
+    copied, not decoded again."""
     check_options(image_size, interpolation, fit, cache_mode)
     h, w = as_size(image_size)
     shape = (len(paths), h, w, 3)
+    if ready is not None and len(ready) != len(paths):
+        raise ValueError(f"ready has {len(ready)} entries for {len(paths)} paths")
     if cache_mode != "disk" or cache_folder is None:
         out = np.empty(shape, dtype=np.uint8)
-        _decode_into(out, paths, image_size, interpolation, fit, workers, progress)
+        _decode_into(out, paths, image_size, interpolation, fit, workers, progress, ready)
         return out
     folder = Path(cache_folder)
     target = folder / f"{decode_key(paths, image_size, interpolation, fit)}.npy"
@@ -177,7 +196,7 @@ def decode_images(
     try:
         writer = _RowWriter(tmp, shape)
         try:
-            _decode_into(writer, paths, image_size, interpolation, fit, workers, progress)
+            _decode_into(writer, paths, image_size, interpolation, fit, workers, progress, ready)
         finally:
             writer.close()
         os.replace(tmp, target)
@@ -222,19 +241,28 @@ def make_dataset(
         idx = idx.shuffle(max(1, len(indices)), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         idx = idx.repeat()
+    h, w = images.shape[1:3] if images is not None else as_size(image_size)
+
+    def finish(x, y):
+        x = tf.cast(tf.ensure_shape(x, (None, h, w, 3)), tf.float32)
+        y = tf.ensure_shape(y, (None,))
+        if one_hot:
+            y = tf.one_hot(y, num_classes)
+        return x, y
+
     if images is not None:
-        h, w = images.shape[1:3]
 
         def gather(batch):
             return np.ascontiguousarray(images[batch]), labels[batch]
 
+        # gather and convert in one parallel stage (one pass over each batch's memory)
         ds = idx.batch(batch_size).map(
-            lambda b: tf.numpy_function(gather, [b], (tf.uint8, tf.int32), stateful=False),
+            lambda b: finish(*tf.numpy_function(gather, [b], (tf.uint8, tf.int32), stateful=False)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
+        return ds.prefetch(tf.data.AUTOTUNE)
     else:
-        h, w = as_size(image_size)
         path_list = [os.fspath(p) for p in paths]
 
         def decode(i):
@@ -245,12 +273,5 @@ def make_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         ).batch(batch_size)
-
-    def finish(x, y):
-        x = tf.cast(tf.ensure_shape(x, (None, h, w, 3)), tf.float32)
-        y = tf.ensure_shape(y, (None,))
-        if one_hot:
-            y = tf.one_hot(y, num_classes)
-        return x, y
 
     return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -12,6 +12,7 @@ import os
 import re
 import sqlite3
 import stat
+import tempfile
 import threading
 import warnings
 from collections import Counter
@@ -19,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..progress import bar as progress_bar
 from ..errors import DataError
-from .images import EXTENSION_FORMATS, SUPPORTED_FORMATS, orientation, _SWAPS
+from .images import EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, orientation
 from .sources import DataSource, cache_dir
 
 SCAN_VERSION = 1
@@ -92,6 +94,8 @@ class ScanReport:
     records: list[ImageRecord]
     ignored: list[str] = field(default_factory=list)  # hidden files, files outside class folders
     cached: int = 0  # records answered from the scan cache
+    # pixels decoded while scanning, for the pipeline to take (see ``scan(decode=...)``)
+    pixels: "ScanPixels | None" = field(default=None, repr=False)
 
     @property
     def valid(self) -> list[ImageRecord]:
@@ -247,23 +251,41 @@ def find_files(source: DataSource) -> tuple[list[tuple[Path, str, str | None]], 
 # Checking one file
 
 
+_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "F",
+          "RGBa", "La")
+
+
 def check_file(path: str | os.PathLike) -> dict:
     """Open and fully decode one file. Returns the fields of an :class:`ImageRecord`."""
+    return _check(path, None)[0]
+
+
+def check_and_decode(
+    path: str | os.PathLike, image_size, *, interpolation: str = "bilinear", fit: str = "stretch"
+) -> tuple[dict, np.ndarray | None]:
+    """:func:`check_file` that also returns the pixels :func:`load_image` would give (or ``None``).
+
+    One decode serves both the check and the pipeline, where checking and then decoding
+    again would read and decode every file twice.
+    """
+    return _check(path, (as_size(image_size), interpolation, fit))
+
+
+def _check(path, decode) -> tuple[dict, np.ndarray | None]:
     path = os.fspath(path)
-    try:
-        os.fsencode(path).decode("utf-8")
-    except UnicodeDecodeError:
-        return {"ok": False, "reason": "bad_name"}
+    if not _utf8(os.path.basename(path)):
+        return {"ok": False, "reason": "bad_name"}, None
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return {"ok": False, "reason": "unreadable", "detail": "broken link or file removed"}
+        return {"ok": False, "reason": "unreadable", "detail": "broken link or file removed"}, None
     except OSError as e:
-        return {"ok": False, "reason": "unreadable", "detail": e.strerror or str(e)}
+        return {"ok": False, "reason": "unreadable", "detail": e.strerror or str(e)}, None
     if not stat.S_ISREG(st.st_mode):
-        return {"ok": False, "reason": "not_image", "detail": "not a regular file"}
+        return {"ok": False, "reason": "not_image", "detail": "not a regular file"}, None
     if st.st_size == 0:
-        return {"ok": False, "reason": "zero_bytes"}
+        return {"ok": False, "reason": "zero_bytes"}, None
+    pixels = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -275,30 +297,57 @@ def check_file(path: str | os.PathLike) -> dict:
                     w, h = h, w
                 info.update(width=w, height=h)
                 if fmt not in SUPPORTED_FORMATS:
-                    return {"ok": False, "reason": "unsupported", "detail": fmt, **info}
+                    return {"ok": False, "reason": "unsupported", "detail": fmt, **info}, None
                 expected = EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower())
                 if expected and expected != fmt and not (expected == "JPEG" and fmt == "MPO"):
                     return {"ok": False, "reason": "extension_mismatch",
-                            "detail": f"named {os.path.splitext(path)[1]} but holds {fmt}", **info}
-                if fmt == "JPEG":
-                    # Scaled decoding still reads every byte of the stream, so truncation and
-                    # damage are found, at a fraction of the cost.
-                    img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
-                img.load()
-                if info["mode"] not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr",
-                                        "I", "I;16", "I;16B", "I;16L", "F", "RGBa", "La"):
-                    return {"ok": False, "reason": "unsupported", "detail": f"pixel mode {info['mode']}", **info}
-        return {"ok": True, **info}
+                            "detail": f"named {os.path.splitext(path)[1]} but holds {fmt}", **info}, None
+                if info["mode"] not in _MODES:
+                    return {"ok": False, "reason": "unsupported", "detail": f"pixel mode {info['mode']}", **info}, None
+                if decode is not None:
+                    # decoding at the model's size reads every byte of the stream too
+                    pixels = decode_opened(img, *decode)
+                else:
+                    if fmt in ("JPEG", "MPO"):
+                        # Scaled decoding still reads every byte of the stream, so truncation
+                        # and damage are found, at a fraction of the cost.
+                        img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
+                    img.load()
+        return {"ok": True, **info}, pixels
     except PermissionError as e:
-        return {"ok": False, "reason": "unreadable", "detail": e.strerror or str(e)}
+        return {"ok": False, "reason": "unreadable", "detail": e.strerror or str(e)}, None
     except UnidentifiedImageError:
-        return {"ok": False, "reason": "not_image", "detail": _sniff(path)}
+        return {"ok": False, "reason": "not_image", "detail": _sniff(path)}, None
     except Image.DecompressionBombError as e:
-        return {"ok": False, "reason": "too_large", "detail": str(e).split(" could be")[0]}
+        return {"ok": False, "reason": "too_large", "detail": str(e).split(" could be")[0]}, None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as e:
         text = str(e)
-        reason = "truncated" if "truncated" in text.lower() or isinstance(e, EOFError) else "corrupt"
-        return {"ok": False, "reason": reason, "detail": text[:120] or type(e).__name__}
+        short = "truncated" in text.lower() or isinstance(e, EOFError) or _shorter_than_declared(path, st.st_size)
+        reason = "truncated" if short else "corrupt"
+        return {"ok": False, "reason": reason, "detail": text[:120] or type(e).__name__}, None
+
+
+def _utf8(name: str) -> bool:
+    try:
+        os.fsencode(name).decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+# Results that may change without the file changing (a permission fixed, a disk back online)
+# are not cached: the next scan looks again.
+_TRANSIENT = {"unreadable"}
+
+
+def _shorter_than_declared(path: str, size: int) -> bool:
+    """A RIFF (WebP) file whose header announces more bytes than the file holds."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP" and int.from_bytes(head[4:8], "little") + 8 > size
 
 
 _MAGIC = [(b"ftypheic", "HEIC"), (b"ftypmif1", "HEIF"), (b"<svg", "SVG"), (b"%PDF", "PDF")]
@@ -381,7 +430,77 @@ def _stat_key(path: Path) -> tuple[str, int, int] | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (os.fsencode(str(path.absolute())).decode("utf-8", "surrogateescape"), st.st_size, st.st_mtime_ns)
+    raw = os.fsencode(str(path.absolute()))
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # SQLite stores text as UTF-8: an undecodable name is keyed by its bytes, in hex
+        key = "hex:" + raw.hex()
+    return (key, st.st_size, st.st_mtime_ns)
+
+
+class ScanPixels:
+    """Pixels the scan decoded, by relative path, kept in an unlinked scratch file.
+
+    Rows are written and read with ``pwrite``/``pread``, so memory stays flat whatever the
+    size of the data, and the file (already unlinked) vanishes when closed or when the
+    process ends, even killed. ``options`` is ``((height, width), interpolation, fit)``.
+    """
+
+    def __init__(self, folder: Path, options: tuple):
+        self.options = options
+        (h, w), _, _ = options
+        self.shape = (h, w, 3)
+        self.row_bytes = h * w * 3
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".scan-pixels-", dir=folder)
+        os.unlink(name)
+        self._fd: int | None = fd
+        self.rows: dict[str, int] = {}
+
+    def write(self, row: int, pixels: np.ndarray) -> None:
+        os.pwrite(self._fd, np.ascontiguousarray(pixels, dtype=np.uint8).tobytes(), row * self.row_bytes)
+
+    def get(self, rel_path: str) -> np.ndarray | None:
+        row = self.rows.get(rel_path)
+        if row is None or self._fd is None:
+            return None
+        data = os.pread(self._fd, self.row_bytes, row * self.row_bytes)
+        if len(data) != self.row_bytes:
+            return None
+        return np.frombuffer(data, dtype=np.uint8).reshape(self.shape)
+
+    def for_paths(self, rel_paths: list[str]) -> "_RowsFor":
+        """A sequence of pixels (or ``None``), one per path, read when asked for."""
+        return _RowsFor(self, rel_paths)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __deepcopy__(self, memo):  # dataclasses.asdict(report) must not duplicate the file
+        return self
+
+    def __del__(self):
+        try:
+            self.close()
+        except OSError:
+            pass
+
+
+class _RowsFor:
+    def __init__(self, pixels: ScanPixels, rel_paths: list[str]):
+        self.pixels, self.rel_paths = pixels, rel_paths
+
+    def __len__(self) -> int:
+        return len(self.rel_paths)
+
+    def __getitem__(self, i: int) -> np.ndarray | None:
+        return self.pixels.get(self.rel_paths[i])
 
 
 def scan(
@@ -391,29 +510,73 @@ def scan(
     use_cache: bool = True,
     cache: str | os.PathLike | None = None,
     progress: bool = True,
+    decode: tuple | None = None,
 ) -> ScanReport:
-    """Find and decode every file of ``source`` once; return the :class:`ScanReport`."""
+    """Find and decode every file of ``source`` once; return the :class:`ScanReport`.
+
+    ``decode=(image_size, interpolation, fit)`` also keeps the pixels of every file checked
+    now (not those answered from the scan cache), decoded as
+    :func:`~imgclf.data.images.load_image` would, in ``report.pixels`` (a
+    :class:`ScanPixels`), so that the pipeline does not decode them a second time.
+    """
     found, class_names, ignored = find_files(source)
     db = ScanCache(cache_dir(cache) / "scan.sqlite" if use_cache else None)
+    store: ScanPixels | None = None
+    got: dict[int, int] = {}  # index in found -> row in store
     try:
         keys = [_stat_key(p) for p, _, _ in found]
         cached = db.get_many([k for k in keys if k is not None])
         todo = [i for i, k in enumerate(keys) if k is None or k[0] not in cached]
         results: dict[int, dict] = {i: cached[k[0]] for i, k in enumerate(keys) if k is not None and k[0] in cached}
+        if decode is not None and todo:
+            options = (as_size(decode[0]), decode[1], decode[2])
+            try:
+                store = ScanPixels(cache_dir(cache) / "decoded", options)
+            except OSError:
+                store = None  # no scratch space: the pipeline decodes again
         if todo:
+            how = store.options if store is not None else None
+
+            def work(j: int):
+                res, px = _check(found[todo[j]][0], how)
+                if px is None:
+                    return res, False
+                try:
+                    store.write(j, px)
+                except OSError:  # scratch space ran out: the pipeline decodes this one again
+                    return res, False
+                return res, True
+
             n = workers or min(32, (os.cpu_count() or 1) * 2)
             with ThreadPoolExecutor(max_workers=n) as pool, progress_bar(len(todo), "scanning images", progress) as bar:
-                for i, res in zip(todo, pool.map(lambda i: check_file(found[i][0]), todo)):
-                    results[i] = res
+                for j, (res, kept) in enumerate(pool.map(work, range(len(todo)))):
+                    results[todo[j]] = res
+                    if kept:
+                        got[todo[j]] = j
                     bar.update(1)
-            db.put_many([(keys[i], results[i]) for i in todo if keys[i] is not None])
+            db.put_many([(keys[i], results[i]) for i in todo
+                         if keys[i] is not None and results[i].get("reason") not in _TRANSIENT])
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
     finally:
         db.close()
     records = []
+    prefix = os.path.join(str(source.root), "")
     for i, (path, label, split) in enumerate(found):
-        rel = os.path.relpath(path, source.root).replace(os.sep, "/")
-        records.append(ImageRecord(path=rel, label=label, split=split, **results[i]))
-    return ScanReport(
+        text = str(path)
+        rel = text[len(prefix):] if text.startswith(prefix) else os.path.relpath(path, source.root)
+        rel = rel.replace(os.sep, "/")
+        res = results[i]
+        if res.get("ok") and not _utf8(rel):
+            # a sub-folder below the class folder with an undecodable name: the split lists
+            # (UTF-8 text) could not name this file
+            res = {"ok": False, "reason": "bad_name", "detail": "a folder in its path is not valid UTF-8"}
+        elif i in got:
+            store.rows[rel] = got[i]
+        records.append(ImageRecord(path=rel, label=label, split=split, **res))
+    report = ScanReport(
         root=source.root,
         layout=source.layout,
         class_names=class_names,
@@ -421,3 +584,8 @@ def scan(
         ignored=[os.path.relpath(p, source.root) for p in ignored],
         cached=len(found) - len(todo),
     )
+    if store is not None and store.rows:
+        report.pixels = store
+    elif store is not None:
+        store.close()
+    return report

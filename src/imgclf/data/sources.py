@@ -98,7 +98,7 @@ def resolve_source(
     where to look for a known dataset before the caches and the network.
     """
     spec = DEFAULT_DATASET if data is None else os.fspath(data)
-    if spec in KNOWN_DATASETS:
+    if spec in KNOWN_DATASETS and not Path(spec).is_dir():  # a local folder of that name wins
         return _known(KNOWN_DATASETS[spec], data_path, cache, progress)
     if spec.startswith(("http://", "https://")):
         archive = download(spec, cache=cache, progress=progress)
@@ -214,15 +214,23 @@ def download(
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    total = int(resp.headers.get("Content-Length") or 0) or size
-                    bar = _bar(total, f"downloading {name}", progress)
+                    announced = int(resp.headers.get("Content-Length") or 0)
+                    bar = _bar(announced or size, f"downloading {name}", progress)
+                    written = 0
                     while True:
                         chunk = resp.read(1 << 20)
                         if not chunk:
                             break
                         out.write(chunk)
+                        written += len(chunk)
                         bar.update(len(chunk))
                     bar.close()
+                # http.client does not complain when the connection drops early: compare
+                # with what the server announced
+                if announced and written != announced:
+                    raise DataError(
+                        f"download of {url} stopped after {written} of {announced} bytes; try again"
+                    )
             except (urllib.error.URLError, OSError, ValueError) as e:
                 reason = getattr(e, "reason", None) or e
                 raise DataError(f"cannot download {url}: {reason}") from None
@@ -271,10 +279,11 @@ def extract(
             stem = stem[: -len(suffix)]
             break
     base = target if target is not None else cache_dir(cache) / "extracted"
-    dest = base / (stem if target is not None else f"{stem}-{key}")
-    marker = dest / ".imgclf-extracted"
+    dest = base / f"{stem}-{key}"
+    # with a target, the archive's contents land in the target itself: its marker lies beside them
+    marker = base / f".{stem}-{key}.imgclf-extracted" if target is not None else dest / ".imgclf-extracted"
     if marker.exists():
-        return dest
+        return base if target is not None else dest
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=base))
     try:
@@ -290,7 +299,7 @@ def extract(
                     shutil.rmtree(goal) if goal.is_dir() else goal.unlink()
                 os.replace(child, goal)
             dest = base
-            (base / ".imgclf-extracted").write_text(str(archive) + "\n")
+            marker.write_text(str(archive) + "\n")
         else:
             if dest.exists():
                 shutil.rmtree(dest)

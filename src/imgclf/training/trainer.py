@@ -97,6 +97,9 @@ def train(
     dist = _distribution(cfg, workers, worker_index)
     spec = get_spec(cfg.model)
     image_size = check_image_size(spec, cfg.image_size)
+    if cfg.label_smoothing is None:
+        # timm's default for fine-tuning pretrained backbones; the study's CNNs keep the blog's loss
+        cfg.label_smoothing = 0.1 if spec.is_transfer else 0.0
     if isinstance(data, ImageDataset):
         ds = data
     else:
@@ -114,6 +117,8 @@ def train(
         raise RunError(f"run folder {run.path} already exists; resume it with `imgclf train --resume {run.path}` "
                        "or choose another --output")
     run.path.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _clear(run)
     ds.save_splits(run.splits_dir)
     built = _build(cfg, ds.num_classes, dist)
     io.write_json(run.path / "class_names.json", ds.class_names)
@@ -130,6 +135,16 @@ def train(
         "train": cfg.to_dict(),
     })
     return _fit(run, cfg, ds, built, dist, progress=progress)
+
+
+def _clear(run: Run) -> None:
+    """Remove what an earlier run left in the folder (its cache of features is kept: it is keyed)."""
+    import shutil
+
+    for name in ("checkpoints", "figures", "splits"):
+        shutil.rmtree(run.path / name, ignore_errors=True)
+    for name in ("config.json", "class_names.json", "model.keras", "history.csv", "metrics.json"):
+        (run.path / name).unlink(missing_ok=True)
 
 
 def resume(run_dir: str | os.PathLike, *, data=None, progress: bool = True,
@@ -336,7 +351,11 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             built.unfreeze(cfg.fine_tune)
         _restore_into_model(built, run.checkpoints_dir / last["checkpoint"], last.get("stage"))
     if dist.is_chief:
-        _finish(run, cfg, ds, built, rows, progress=progress)
+        last_on_features = feature_cache and stages[-1][0] == "head"
+        if last_on_features and features is None:
+            features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
+                                        folder=run.cache_dir, progress=progress)
+        _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None, progress=progress)
     return run
 
 
@@ -376,15 +395,29 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
     target.set_weights(saved.get_weights())
 
 
-def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *, progress: bool) -> None:
-    from ..evaluation import quick_metrics
+def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
+            features: np.ndarray | None, progress: bool) -> None:
+    from ..evaluation import predict_split, scores
 
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
         built.model.save(tmp)
-    # Score the model as it was saved, outside any distribution strategy.
+    # Score the model as it was saved, outside any distribution strategy. With the backbone
+    # frozen to the end, the saved model's output is the head's output on the cached
+    # features: check that on a sample of images end to end, then score every image from
+    # the features instead of running the backbone over them again.
     model = run.model
-    metrics = {"validation": quick_metrics(model, ds, "validation", cfg.image_size, cfg.batch_size),
-               "test": quick_metrics(model, ds, "test", cfg.image_size, cfg.batch_size)}
+    metrics = {}
+    if features is not None:
+        parity = _feature_parity(model, built, ds, features, cfg.image_size)
+        metrics["feature_parity_max_abs_diff"] = parity
+    for split in ("validation", "test"):
+        if features is not None:
+            idx = ds.indices(split)
+            probs = (np.asarray(built.head.predict(np.asarray(features[idx]), verbose=0, batch_size=256))
+                     if len(idx) else np.zeros((0, ds.num_classes), np.float32))
+        else:
+            probs = predict_split(model, ds, split, cfg.image_size, cfg.batch_size)
+        metrics[split] = scores(probs, ds.labels(split))
     majority, base = ds.baseline("test")
     metrics["baseline"] = {"majority_class": majority, "test_accuracy": base,
                            "validation_accuracy": ds.baseline("validation")[1]}
@@ -402,6 +435,19 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     meta["complete"] = True
     io.write_json(run.config_file, meta)
     run._config = None
+
+
+def _feature_parity(model, built, ds: ImageDataset, features: np.ndarray, image_size: int, n: int = 16) -> float:
+    """Largest difference between the saved model on images and the head on cached features."""
+    idx = ds.indices("validation")[:n] if len(ds.indices("validation")) else ds.indices("train")[:n]
+    images = np.asarray(ds.decoded(image_size)[idx], dtype=np.float32)
+    end_to_end = np.asarray(model.predict(images, verbose=0))
+    from_features = np.asarray(built.head.predict(np.asarray(features[idx]), verbose=0))
+    diff = float(np.abs(end_to_end - from_features).max())
+    if diff > 1e-3:
+        raise RunError(f"the saved model and its cached features disagree by {diff:.2g}; "
+                       "delete the run's cache/ folder and train again")
+    return diff
 
 
 def _parameters(model) -> dict:

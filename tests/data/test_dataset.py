@@ -1,0 +1,144 @@
+"""load_dataset: the one call from a folder to a scanned, split ImageDataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imgclf.data import ImageDataset, load_dataset
+from imgclf.data.split import SPLITS
+from imgclf.errors import ConfigError, DataError
+from tests.imagefactory import make_class_tree, write_broken
+
+
+def _load(root, tmp_path, **kw):
+    kw.setdefault("image_size", 16)
+    return load_dataset(root, cache=tmp_path / "cache", progress=False, **kw)
+
+
+def test_class_tree(class_tree, tmp_path):
+    ds = _load(class_tree, tmp_path)
+    assert isinstance(ds, ImageDataset)
+    assert ds.class_names == ["cats", "dogs"] and ds.num_classes == 2
+    assert ds.source.layout == "class_folders"
+    assert ds.counts() == {"cats": 16, "dogs": 16}
+    # 16 per class: test round(1.6) = 2, validation round(3.2) = 3, train the rest
+    assert ds.counts("test") == {"cats": 2, "dogs": 2}
+    assert ds.counts("validation") == {"cats": 3, "dogs": 3}
+    assert ds.counts("train") == {"cats": 11, "dogs": 11}
+    paths = [p for s in SPLITS for p in ds.paths(s)]
+    assert len(paths) == len(set(paths)) == 32 and all(p.is_file() for p in paths)
+    assert ds.baseline("test") == ("cats", 0.5)
+    assert "train=22" in repr(ds)
+
+
+def test_unbalanced_baseline(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"a": 30, "b": 10}, size=(8, 8))
+    ds = _load(root, tmp_path, validation=0.2, test=0.2)
+    assert ds.baseline("test") == ("a", 0.75)
+    s = ds.summary()
+    assert s["majority_class"] == "a" and s["baseline_accuracy"] == 0.75
+    assert s["baseline_split"] == "validation"
+    assert s["total"] == 40 and s["bad_files"] == 0
+    assert s["counts"]["train"] == {"a": 18, "b": 6}
+
+
+def test_presplit(tmp_path):
+    root = tmp_path / "cd"
+    make_class_tree(root / "train", {"cats": 6, "dogs": 4}, size=(8, 8))
+    make_class_tree(root / "validation", {"cats": 5, "dogs": 5}, size=(8, 8))
+    ds = _load(root, tmp_path)
+    assert ds.source.layout == "presplit"
+    assert ds.counts("train") == {"cats": 6, "dogs": 4}
+    assert ds.counts("validation") == {"cats": 4, "dogs": 4}
+    assert ds.counts("test") == {"cats": 1, "dogs": 1}
+    assert ds.baseline("validation") == ("cats", 0.5)
+
+
+def test_bad_files_are_left_out(class_tree, tmp_path):
+    write_broken(class_tree / "cats" / "broken.jpg", "truncated_jpeg")
+    write_broken(class_tree / "dogs" / "empty.jpg", "zero_bytes")
+    ds = _load(class_tree, tmp_path)
+    assert ds.counts() == {"cats": 16, "dogs": 16}
+    assert {r.path for r in ds.report.bad} == {"cats/broken.jpg", "dogs/empty.jpg"}
+    assert ds.summary()["bad_files"] == 2
+    assert ds.decoded().shape == (32, 16, 16, 3)  # no bad file reaches the pipeline
+    assert (class_tree / "cats" / "broken.jpg").exists()
+
+
+def test_splits_saved_and_reused(class_tree, tmp_path):
+    ds = _load(class_tree, tmp_path, seed=3)
+    folder = ds.save_splits(tmp_path / "run" / "splits")
+    again = _load(class_tree, tmp_path, seed=99, splits=folder)  # the lists win over the seed
+    for s in SPLITS:
+        assert [r.path for r in again.records(s)] == [r.path for r in ds.records(s)]
+
+
+def test_images_match_records(class_tree, tmp_path):
+    from imgclf.data.images import load_image
+
+    ds = _load(class_tree, tmp_path, image_size=(12, 20))
+    imgs = ds.images("validation")
+    assert imgs.shape == (6, 12, 20, 3)
+    assert np.array_equal(imgs[2], load_image(ds.paths("validation")[2], (12, 20)))
+    assert ds.decoded(8).shape == (32, 8, 8, 3)
+
+
+def test_sample_keeps_aspect_ratio(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"a": 4, "b": 4}, size=(600, 300))
+    ds = _load(root, tmp_path)
+    sample = ds.sample(2, max_side=100)
+    assert sorted(sample) == ["a", "b"]
+    assert all(img.shape == (50, 100, 3) for imgs in sample.values() for img in imgs)
+
+
+def test_unknown_split(class_tree, tmp_path):
+    ds = _load(class_tree, tmp_path)
+    with pytest.raises(ConfigError, match="unknown split 'val'"):
+        ds.records("val")
+
+
+def test_unusable_data(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"only": 3}, size=(8, 8))
+    with pytest.raises(DataError, match="only one class"):
+        _load(root, tmp_path)
+
+
+def test_options_checked_before_scanning(tmp_path):
+    with pytest.raises(ConfigError, match="unknown fit"):
+        _load(tmp_path / "does-not-matter", tmp_path, fit="squash")
+
+
+def test_first_pass_decodes_each_file_once(tmp_path, monkeypatch):
+    import importlib
+
+    from tests.imagefactory import write_image
+
+    pipeline = importlib.import_module("imgclf.data.pipeline")
+    root = make_class_tree(tmp_path / "d", {"a": 5, "b": 5}, size=(40, 30), fmt=["jpeg", "png", "jpeg_exif_rotated"])
+    write_image(root / "a" / "cmyk.jpg", "jpeg_cmyk")
+    write_broken(root / "b" / "cut.jpg", "truncated_jpeg")
+    calls = []
+    real = pipeline.load_image
+    monkeypatch.setattr(pipeline, "load_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+
+    fused = load_dataset(root, image_size=16, fit="pad", cache=tmp_path / "c1", progress=False)
+    assert fused.report.pixels is not None
+    pixels = np.asarray(fused.decoded())
+    assert calls == []  # every image came from the scan
+    assert fused.report.pixels is None  # taken and closed
+
+    plain = load_dataset(root, image_size=16, fit="pad", cache=tmp_path / "c2", progress=False, predecode=False)
+    assert plain.report.pixels is None
+    assert np.array_equal(np.asarray(plain.decoded()), pixels)
+    assert len(calls) == 11
+    # another size than the one scanned for is decoded the usual way
+    calls.clear()
+    other = load_dataset(root, image_size=16, fit="pad", cache=tmp_path / "c3", progress=False)
+    assert other.decoded(12).shape == (11, 12, 12, 3)
+    assert len(calls) == 11
+
+
+def test_no_predecode_without_a_decode_cache(class_tree, tmp_path):
+    ds = _load(class_tree, tmp_path, cache_mode="none")
+    assert ds.report.pixels is None

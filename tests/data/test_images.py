@@ -1,0 +1,219 @@
+"""load_image: every format to 8-bit RGB of the requested size, the same way for every caller."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from imgclf.data.images import load_image
+from tests.imagefactory import ALL_GOOD_FORMATS, EXTENSIONS, FORMAT_INFO, write_image
+
+COLOR = (200, 30, 30)
+LUMA = round(0.299 * 200 + 0.587 * 30 + 0.114 * 30)  # what a gray encoding keeps
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    return {fmt: write_image(root / f"{fmt}{EXTENSIONS[fmt]}", fmt, size=(40, 30), color=COLOR)
+            for fmt in ALL_GOOD_FORMATS}
+
+
+def _expected_centre(fmt):
+    gray = FORMAT_INFO[fmt][1] in ("L", "I;16")
+    return (LUMA,) * 3 if gray else COLOR
+
+
+@pytest.mark.parametrize("fmt", ALL_GOOD_FORMATS)
+@pytest.mark.parametrize("size", [None, (20, 24), 16])
+def test_every_format_gives_rgb_uint8_of_the_size(files, fmt, size):
+    arr = load_image(files[fmt], size)
+    rotated = fmt == "jpeg_exif_rotated"
+    expected = {None: (40, 30) if rotated else (30, 40), (20, 24): (20, 24), 16: (16, 16)}[size]
+    assert arr.dtype == np.uint8
+    assert arr.shape == (*expected, 3)
+    h, w = arr.shape[:2]
+    centre = arr[h // 2, w // 2].astype(int)
+    assert np.abs(centre - _expected_centre(fmt)).max() <= 4, centre
+
+
+@pytest.mark.parametrize("fmt", ALL_GOOD_FORMATS)
+def test_matches_pillow_reference_at_full_size(files, fmt):
+    """Without resizing, the pixels are Pillow's, after exif_transpose (alpha on white)."""
+    with Image.open(files[fmt]) as im:
+        ref = ImageOps.exif_transpose(im)
+        if "transparency" in ref.info or ref.mode in ("RGBA", "LA", "PA"):
+            rgba = ref.convert("RGBA")
+            ref = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        elif ref.mode == "I;16":
+            ref = Image.fromarray(np.rint(np.asarray(ref) / 257).astype(np.uint8), "L")
+        ref = np.asarray(ref.convert("RGB"))
+    assert np.array_equal(load_image(files[fmt]), ref)
+
+
+def test_exif_orientation_marker(files):
+    """The black marker stored at the top left is shown at the top right (orientation 6)."""
+    path = files["jpeg_exif_rotated"]
+    with Image.open(path) as im:
+        ref = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert ref.shape == (40, 30, 3)
+    for size in (None, (40, 30), (80, 60), (20, 20)):
+        arr = load_image(path, size).astype(int)
+        h, w = arr.shape[:2]
+        assert arr[1, w - 2].max() < 40, "marker at the top right"
+        assert arr[1, 1].max() > 150 and arr[h - 2, w - 2].max() > 150 and arr[h - 2, 1].max() > 150
+    # where exif_transpose puts it, at the stored size
+    assert np.array_equal(ref[:, :, 0] < 60, load_image(path)[:, :, 0] < 60)
+
+
+def test_16_bit_is_scaled(files, tmp_path):
+    assert abs(int(load_image(files["png16"])[15, 20, 0]) - LUMA) <= 1
+    # a dark 16-bit image stays dark (values below 256 are not taken as 8-bit)
+    dark = np.full((10, 12), 200, dtype="<u2")
+    p = tmp_path / "dark16.png"
+    Image.frombytes("I;16", (12, 10), dark.tobytes()).save(p)
+    assert load_image(p).max() <= 1
+    bright = np.full((10, 12), 65535, dtype="<u2")
+    Image.frombytes("I;16", (12, 10), bright.tobytes()).save(p)
+    assert load_image(p).min() == 255
+
+
+@pytest.mark.parametrize("fmt", ["png_rgba", "png_palette_transparent"])
+def test_transparent_becomes_white(files, fmt):
+    arr = load_image(files[fmt])
+    assert (arr[:, :10] == 255).all()  # the left quarter of the 40 columns is transparent
+    assert np.abs(arr[15, 30].astype(int) - COLOR).max() <= 4
+
+
+def test_animated_gif_first_frame(files):
+    arr = load_image(files["gif_animated"])
+    assert np.abs(arr[15, 20].astype(int) - COLOR).max() <= 4
+
+
+def test_cmyk_jpeg_is_rgb(files):
+    arr = load_image(files["jpeg_cmyk"], (10, 10))
+    assert np.abs(arr.astype(int) - COLOR).max() <= 6
+
+
+def _banded(tmp_path):
+    """60x30 (w x h): blue, with 10-pixel red bands at the left and right edges."""
+    a = np.zeros((30, 60, 3), np.uint8)
+    a[:] = (0, 0, 255)
+    a[:, :10] = (255, 0, 0)
+    a[:, 50:] = (255, 0, 0)
+    p = tmp_path / "banded.png"
+    Image.fromarray(a).save(p)
+    return p
+
+
+def _red(a):
+    return (a[..., 0] > 128) & (a[..., 2] < 128)
+
+
+def _black(a):
+    return a.max(axis=-1) < 30
+
+
+def test_fit_stretch(tmp_path):
+    a = load_image(_banded(tmp_path), (30, 30), fit="stretch")
+    assert a.shape == (30, 30, 3)
+    assert _red(a[:, :3]).all() and _red(a[:, -3:]).all()
+    assert not _black(a).any()
+
+
+def test_fit_crop(tmp_path):
+    a = load_image(_banded(tmp_path), (30, 30), fit="crop")
+    assert a.shape == (30, 30, 3)
+    assert not _red(a).any()  # the bands at the sides are cropped away
+    assert not _black(a).any()
+    # the aspect ratio is kept: a 2:1 crop of a 2:1 image keeps everything
+    assert _red(load_image(_banded(tmp_path), (15, 30), fit="crop")[:, :4]).all()
+
+
+def test_fit_pad(tmp_path):
+    a = load_image(_banded(tmp_path), (30, 30), fit="pad")
+    assert a.shape == (30, 30, 3)
+    # 60x30 contained in 30x30: 30x15, centred, black above and below
+    assert _black(a[:6]).all() and _black(a[-6:]).all()
+    assert _red(a[10:20, :3]).all() and _red(a[10:20, -3:]).all()
+    assert not _black(a[9:21]).any()
+
+
+@pytest.mark.parametrize("fit", ["stretch", "crop", "pad"])
+def test_fit_keeps_rotated_jpeg_geometry(files, fit):
+    """Scaled JPEG decoding takes the EXIF swap into account: the marker stays top right."""
+    a = load_image(files["jpeg_exif_rotated"], (16, 16), fit=fit).astype(int)
+    assert a.shape == (16, 16, 3)
+    if fit == "pad":  # 30x40 (shown) contained in 16x16: 12x16 in columns 2..13, black beside
+        assert _black(a[:, :2]).all() and _black(a[:, 14:]).all()
+        assert a[1, 12].max() < 60 and a[1, 3].max() > 150
+    else:
+        assert a[1, 14].max() < 60 and a[1, 1].max() > 150
+    assert a[14, 12].max() > 150 and a[14, 8].max() > 150
+
+
+def test_scaled_jpeg_decoding_is_close_to_full_decoding(tmp_path):
+    """JPEG draft mode (DCT scaling) for speed must not change what the model sees much."""
+    rng = np.random.default_rng(0)
+    base = np.kron(rng.integers(0, 256, (30, 40, 3)), np.ones((10, 10, 1))).astype(np.uint8)
+    p = tmp_path / "big.jpg"
+    Image.fromarray(base).save(p, quality=95)
+    fast = load_image(p, (100, 100)).astype(int)
+    with Image.open(p) as im:
+        slow = np.asarray(im.convert("RGB").resize((100, 100), Image.Resampling.BILINEAR)).astype(int)
+    assert np.abs(fast - slow).mean() < 4
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (12, 16, 1), (12, 16, 3), (12, 16, 4)])
+def test_array_inputs(shape):
+    a = np.full(shape, 100, np.uint8)
+    if shape[-1] == 4:
+        a[..., 3] = 0  # fully transparent: white
+    out = load_image(a, (6, 8))
+    assert out.shape == (6, 8, 3) and out.dtype == np.uint8
+    assert (out == (255 if shape[-1] == 4 else 100)).all()
+
+
+def test_float_array_input():
+    out = load_image(np.full((4, 4, 3), 300.0))
+    assert out.dtype == np.uint8 and (out == 255).all()
+
+
+def test_bad_array_shape():
+    with pytest.raises(ValueError, match="HxW"):
+        load_image(np.zeros((2, 3, 4, 5), np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png_rgba", "webp", "jpeg_exif_rotated"])
+def test_bytes_and_pil_inputs_match_path(files, fmt):
+    path = files[fmt]
+    expected = load_image(path, (20, 20))
+    assert np.array_equal(load_image(path.read_bytes(), (20, 20)), expected)
+    assert np.array_equal(load_image(io.BytesIO(path.read_bytes()).getvalue(), (20, 20)), expected)
+    with Image.open(path) as im:
+        size = im.size
+        out = load_image(im, (20, 20))
+        assert im.size == size  # the caller's image is not changed
+    assert out.shape == (20, 20, 3)
+    assert np.abs(out.astype(int) - expected).mean() < 3
+
+
+def test_pil_input_already_rgb():
+    im = Image.new("RGB", (8, 6), (1, 2, 3))
+    out = load_image(im)
+    assert out.shape == (6, 8, 3) and tuple(out[0, 0]) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "lanczos", "area"])
+def test_interpolations(files, interpolation):
+    assert load_image(files["png"], (10, 10), interpolation=interpolation).shape == (10, 10, 3)
+
+
+def test_bad_options(files):
+    with pytest.raises(ValueError, match="fit must be one of"):
+        load_image(files["png"], 10, fit="squash")
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        load_image(files["png"], 10, interpolation="magic")
