@@ -35,6 +35,13 @@ def build_model(name: str, num_classes: int, image_size=None, **options):
     return _build(name, num_classes, image_size, **options)
 
 
+def study(data=None, **options):
+    """Train and compare several models on one dataset and write the report (see ``imgclf study``)."""
+    from .report.study import study as _study
+
+    return _study(data, **options)
+
+
 def list_models():
     from .models import list_models as _list
 
@@ -49,5 +56,5 @@ def evaluate(run, split: str = "test", **options) -> dict:
 __all__ = [
     "ConfigError", "DataError", "ImageDataset", "ImgclfError", "Run", "RunError", "WeightsError",
     "__version__", "build_model", "evaluate", "list_models", "load", "load_dataset", "load_image",
-    "resume", "train",
+    "resume", "study", "train",
 ]

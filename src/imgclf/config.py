@@ -52,7 +52,7 @@ class TrainConfig:
     dropout: float | None = None
     pooling: str = "avg"
     feature_cache: bool = True  # train a frozen backbone's head on cached features
-    views: int = 2  # cached views per image when augmenting (the first is the plain image)
+    views: int = 2  # cached views per image when augmenting: the plain image and one augmented view
     precision: str = "float32"
     jit: bool = False
     strategy: str = "auto"
