@@ -166,6 +166,12 @@ class Run:
 
         return predict(self, inputs, **options)
 
+    def export(self, format: str = "savedmodel", **options):
+        """Export the model with its class names and preprocessing (see ``imgclf export``)."""
+        from .inference.export import export
+
+        return export(self, format, **options)
+
     def plot_history(self):
         """The history figure (accuracy and loss, training against validation)."""
         from . import figures

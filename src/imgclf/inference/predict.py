@@ -1,0 +1,361 @@
+"""Predict classes for files, folders, globs, bytes, PIL images or arrays with a trained run.
+
+    import imgclf
+    run = imgclf.load("runs/mobilenet_v2-...")
+    results = run.predict(["photos/", "cat.jpg", "more/*.png"], top_k=3)
+    print(results.table())          # or results.to_csv("out.csv"), results.to_json(), results.rows()
+
+Every input is decoded by :func:`imgclf.data.images.load_image` with the run's own
+preprocessing (size, fit, interpolation), so prediction sees the same pixels as training.
+An input that cannot be read becomes a result with ``error`` set; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io as _io
+import json
+import os
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..data.images import EXTENSION_FORMATS, load_image, open_image
+from ..errors import ConfigError, DataError, ImgclfError
+
+DEFAULT_TOP_K = 3
+DEFAULT_BATCH_SIZE = 32
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class ImageTooLargeError(ImgclfError):
+    """An image whose pixel count is over the limit (a decompression bomb, or just too big)."""
+
+
+# -- results -------------------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    """What the model says about one input.
+
+    ``path`` is the file path, or a description such as ``<array 0>`` for in-memory inputs;
+    ``label`` and ``probability`` are the top class and its probability; ``top_k`` is a list
+    of ``(class, probability)`` pairs, best first; ``error`` is ``None`` or why the input
+    could not be read (then ``label`` is ``None`` and ``top_k`` is empty).
+    """
+
+    path: str
+    label: str | None = None
+    probability: float | None = None
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "label": self.label,
+            "probability": self.probability,
+            "top_k": [{"class": c, "probability": p} for c, p in self.top_k],
+            "error": self.error,
+        }
+
+
+class Predictions(list):
+    """A list of :class:`Prediction` that knows how to become a table, CSV or JSON."""
+
+    @property
+    def errors(self) -> list[Prediction]:
+        return [p for p in self if p.error is not None]
+
+    def rows(self) -> list[dict]:
+        """Flat dicts, one per input: path, label, probability, class_2, probability_2, ..., error."""
+        k = max((len(p.top_k) for p in self), default=1)
+        out = []
+        for p in self:
+            row: dict[str, Any] = {"path": p.path, "label": p.label, "probability": p.probability}
+            for i in range(1, k):
+                c, pr = p.top_k[i] if i < len(p.top_k) else (None, None)
+                row[f"class_{i + 1}"] = c
+                row[f"probability_{i + 1}"] = pr
+            row["error"] = p.error
+            out.append(row)
+        return out
+
+    def to_pandas(self):
+        import pandas as pd  # optional
+
+        return pd.DataFrame(self.rows())
+
+    def to_csv(self, path: str | os.PathLike | None = None) -> str:
+        """CSV text (written atomically to ``path`` when given)."""
+        rows = self.rows()
+        buf = _io.StringIO()
+        fields = list(rows[0]) if rows else ["path", "label", "probability", "error"]
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else (f"{v:.6f}" if isinstance(v, float) else v)) for k, v in r.items()})
+        text = buf.getvalue()
+        if path is not None:
+            from .. import io
+
+            io.write_text(path, text)
+        return text
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """JSON text: a list of :meth:`Prediction.as_dict` (written atomically to ``path`` when given)."""
+        text = json.dumps([p.as_dict() for p in self], indent=2) + "\n"
+        if path is not None:
+            from .. import io
+
+            io.write_text(path, text)
+        return text
+
+    def table(self, max_path: int = 60) -> str:
+        """A plain-text table for the terminal."""
+        if not self:
+            return "no inputs"
+        paths = [_shorten(p.path, max_path) for p in self]
+        wp = max(4, *(len(s) for s in paths))
+        wl = max(5, *(len(p.label or "") for p in self))
+        lines = [f"{'path':<{wp}}  {'label':<{wl}}  {'prob':>6}  others"]
+        for p, shown in zip(self, paths):
+            if p.error is not None:
+                lines.append(f"{shown:<{wp}}  {'-':<{wl}}  {'-':>6}  error: {p.error}")
+                continue
+            others = ", ".join(f"{c} {pr:.1%}" for c, pr in p.top_k[1:])
+            lines.append(f"{shown:<{wp}}  {p.label:<{wl}}  {p.probability:>6.1%}  {others}".rstrip())
+        n_err = len(self.errors)
+        lines.append(f"{len(self)} inputs" + (f", {n_err} could not be read" if n_err else ""))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _shorten(s: str, n: int) -> str:
+    return s if len(s) <= n else "..." + s[-(n - 3):]
+
+
+# -- inputs -----------------------------------------------------------------------------
+
+@dataclass
+class _Item:
+    name: str
+    source: Any = None  # what load_image takes
+    error: str | None = None
+
+
+def _is_single(x) -> bool:
+    return isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
+
+
+def _natural_key(p: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSION_FORMATS
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(files, key=_natural_key)
+
+
+def expand_inputs(inputs) -> list[_Item]:
+    """Files, folders (recursively, image extensions only), globs, bytes, PIL images, arrays."""
+    if _is_single(inputs):
+        inputs = [inputs]
+    items: list[_Item] = []
+    counter = {"bytes": 0, "image": 0, "array": 0}
+
+    def name(kind: str) -> str:
+        n = counter[kind]
+        counter[kind] += 1
+        return f"<{kind} {n}>"
+
+    for x in inputs:
+        if isinstance(x, (str, os.PathLike)):
+            p = Path(x)
+            if p.is_file():
+                items.append(_Item(str(p), p))
+            elif p.is_dir():
+                found = _images_in(p)
+                if not found:
+                    items.append(_Item(str(p), error="folder holds no image files"))
+                items.extend(_Item(str(f), f) for f in found)
+            elif _GLOB_CHARS.search(str(x)):
+                matches = sorted(glob.glob(os.fspath(x), recursive=True), key=lambda s: _natural_key(Path(s)))
+                if not matches:
+                    items.append(_Item(str(x), error="no file matches this pattern"))
+                for m in matches:
+                    mp = Path(m)
+                    if mp.is_dir():
+                        items.extend(_Item(str(f), f) for f in _images_in(mp))
+                    else:
+                        items.append(_Item(str(mp), mp))
+            else:
+                items.append(_Item(str(p), error="no such file or folder"))
+        elif isinstance(x, (bytes, bytearray, memoryview)):
+            items.append(_Item(name("bytes"), bytes(x)))
+        elif isinstance(x, Image.Image):
+            fn = getattr(x, "filename", "") or ""
+            items.append(_Item(fn or name("image"), x))
+        elif isinstance(x, np.ndarray):
+            if x.ndim == 4:  # a batch of images
+                for a in x:
+                    items.append(_Item(name("array"), a))
+            else:
+                items.append(_Item(name("array"), x))
+        else:
+            raise ConfigError(
+                f"cannot predict on a {type(x).__name__}; give paths, folders, globs, bytes, "
+                "PIL images or numpy arrays"
+            )
+    return items
+
+
+# -- decoding ---------------------------------------------------------------------------
+
+def describe_error(e: BaseException) -> str:
+    """A one-line, user-facing reason why an input could not be decoded."""
+    if isinstance(e, ImageTooLargeError):
+        return str(e)
+    if isinstance(e, Image.DecompressionBombError):
+        return "image has too many pixels (refused as a possible decompression bomb)"
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image, or an image format imgclf cannot read"
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, IsADirectoryError):
+        return "is a folder"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, (OSError, SyntaxError, ValueError, EOFError)):
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return f"corrupt or truncated image ({msg[:160]})"
+    return f"cannot read image ({type(e).__name__}: {str(e)[:160]})"
+
+
+def open_header(source, max_pixels: int) -> Image.Image:
+    """Open an image lazily (its header only) and refuse it if it announces over ``max_pixels``."""
+    with warnings.catch_warnings():  # we check the size ourselves, below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = open_image(source)
+        except Image.DecompressionBombError:
+            raise ImageTooLargeError(f"image has too many pixels (over the limit of {max_pixels:,} pixels)") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageTooLargeError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels")
+    return img
+
+
+def decode(source, preprocessing: dict, max_pixels: int | None = None) -> np.ndarray:
+    """One input to the model's uint8 ``(S, S, 3)`` pixels, through :func:`load_image`.
+
+    ``max_pixels`` refuses images whose header announces more pixels (before decoding them).
+    """
+    if max_pixels is not None and not isinstance(source, np.ndarray):
+        source = open_header(source, max_pixels)
+    size = preprocessing["image_size"]
+    return load_image(source, tuple(size), interpolation=preprocessing.get("interpolation", "bilinear"),
+                      fit=preprocessing.get("fit", "stretch"))
+
+
+def _decode_or_error(item: _Item, preprocessing: dict, max_pixels: int | None):
+    if item.error is not None:
+        return None, item.error
+    try:
+        return decode(item.source, preprocessing, max_pixels), None
+    except Exception as e:  # any failure of one input is reported, not raised
+        return None, describe_error(e)
+
+
+# -- the model -------------------------------------------------------------------------
+
+def predict_arrays(model, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Probabilities (float32, ``(N, classes)``) for a batch of uint8/float images of the model's size."""
+    x = np.asarray(np.stack(images) if not isinstance(images, np.ndarray) else images, dtype=np.float32)
+    if len(x) == 0:
+        return np.zeros((0, int(model.output_shape[-1])), np.float32)
+    return np.asarray(model.predict_on_batch(x), dtype=np.float32)
+
+
+def top_k_of(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(class_names[i], float(probs[i])) for i in order]
+
+
+def _check_positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _resolve_run(run):
+    from ..run import Run, load
+
+    return run if isinstance(run, Run) else load(run)
+
+
+def predict(
+    run,
+    inputs,
+    top_k: int = DEFAULT_TOP_K,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    *,
+    progress: bool = False,
+    max_pixels: int | None = None,
+    workers: int | None = None,
+) -> Predictions:
+    """Top-``k`` classes for each input, in input order (folders and globs expanded in natural order).
+
+    ``inputs``: one or a list of file paths, folders, glob patterns, image bytes, PIL images or
+    numpy arrays (HxWx3, or NxHxWx3 for a batch). ``run``: a :class:`imgclf.Run` or its folder.
+    Inputs are decoded ``batch_size`` at a time on ``workers`` threads and fed to the model in
+    batches. An input that cannot be read gets ``error`` set instead of raising.
+    """
+    run = _resolve_run(run)
+    class_names = run.class_names
+    k = min(_check_positive("top_k", top_k), len(class_names))
+    batch_size = _check_positive("batch_size", batch_size)
+    items = expand_inputs(inputs)
+    if not items:
+        raise DataError("nothing to predict on: no inputs were given")
+    preprocessing = run.preprocessing
+    model = run.model
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    results = Predictions()
+    from ..progress import bar
+
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            bar(len(items), "predict", enabled=progress and len(items) > batch_size) as pbar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            decoded = list(pool.map(lambda it: _decode_or_error(it, preprocessing, max_pixels), chunk))
+            good = [arr for arr, err in decoded if err is None]
+            probs = iter(predict_arrays(model, good)) if good else iter(())
+            for item, (arr, err) in zip(chunk, decoded):
+                if err is not None:
+                    results.append(Prediction(item.name, error=err))
+                    continue
+                tk = top_k_of(next(probs), class_names, k)
+                results.append(Prediction(item.name, label=tk[0][0], probability=tk[0][1], top_k=tk))
+            pbar.update(len(chunk))
+    return results
+
+
+__all__ = [
+    "Prediction", "Predictions", "ImageTooLargeError", "decode", "describe_error", "expand_inputs", "open_header",
+    "predict", "predict_arrays", "top_k_of",
+]

@@ -1,0 +1,54 @@
+"""One small trained run shared by every inference test (trained once per session)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Two classes of flat colours with light noise: a tiny CNN learns them in a few epochs, so the
+# probabilities are far from 0.5 and quantized exports can be held to top-1 agreement.
+CLASSES = {"cats": 16, "dogs": 16}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    import imgclf
+    from tests.imagefactory import make_class_tree
+
+    root = tmp_path_factory.mktemp("inference")
+    data = make_class_tree(root / "data", CLASSES, size=(32, 32))
+    ds = imgclf.load_dataset(data, image_size=32, validation=0.25, test=0.25, progress=False)
+    return imgclf.train(ds, "cnn_aug_pre", output=root / "run", epochs=4, image_size=32, progress=False)
+
+
+@pytest.fixture(scope="session")
+def test_images(trained_run):
+    """Paths of the run's test split."""
+    return [Path(p) for p in trained_run.dataset(progress=False).paths("test")]
+
+
+def python_without_imgclf(code: str, *args, timeout: int = 300):
+    """Run ``code`` in a fresh interpreter where ``import imgclf`` is impossible.
+
+    The working directory is a bare temp folder and PYTHONPATH is cleared, and a meta-path
+    hook refuses ``imgclf`` even if it is installed in the venv (it is, editable).
+    """
+    import subprocess
+    import tempfile
+
+    guard = (
+        "import sys\n"
+        "class _NoImgclf:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'imgclf' or name.startswith('imgclf.'):\n"
+        "            raise ImportError('imgclf must not be imported here')\n"
+        "sys.meta_path.insert(0, _NoImgclf())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-c", guard + code, *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout, cwd=cwd, env=env)
