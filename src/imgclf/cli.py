@@ -99,7 +99,7 @@ def cmd_demo(args) -> int:
 def _train_options(args) -> dict:
     opts = {}
     for name in ("epochs", "batch_size", "image_size", "optimizer", "learning_rate", "label_smoothing",
-                 "class_weight", "early_stopping", "fine_tune", "fine_tune_epochs", "seed", "alpha",
+                 "class_weight", "early_stopping", "fine_tune", "fine_tune_epochs", "fine_tune_lr_factor", "seed", "alpha",
                  "weights", "augment", "dropout", "pooling", "views", "precision", "strategy"):
         value = getattr(args, name, None)
         if value is not None:
@@ -223,6 +223,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop when validation loss stalls")
     g.add_argument("--fine-tune", type=int, metavar="N", help="then unfreeze the top N backbone layers")
     g.add_argument("--fine-tune-epochs", type=int, help="epochs of fine-tuning (default: half of --epochs)")
+    g.add_argument("--fine-tune-lr-factor", type=float,
+                   help="fine-tuning learning rate as a fraction of --learning-rate (default 0.01)")
     g.add_argument("--alpha", type=float, help="MobileNet width multiplier")
     g.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
     g.add_argument("--augment", help="augmentation: 'none' or e.g. flip=horizontal,rotation=0.2,zoom=0.1")

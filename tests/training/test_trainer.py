@@ -59,7 +59,7 @@ def test_transfer_head_then_fine_tune(class_tree, tmp_path):
     h = run.history()
     assert h["epoch"] == [1, 2, 3]
     assert h["stage"] == ["head", "head", "fine_tune"]
-    assert h["learning_rate"][2] == pytest.approx(h["learning_rate"][0] / 10)
+    assert h["learning_rate"][2] == pytest.approx(h["learning_rate"][0] * run.config.fine_tune_lr_factor)
     assert run.fine_tune_epoch() == 3
     # the cached features were used for the head and the saved model is end to end
     assert list(run.cache_dir.glob("features-*.npy"))
