@@ -69,3 +69,13 @@ def _json_default(obj: Any) -> Any:
 
         return dataclasses.asdict(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def remove_partial(folder: str | os.PathLike) -> int:
+    """Delete the temporary files a killed writer left in ``folder`` (see :func:`atomic_path`)."""
+    removed = 0
+    for p in Path(folder).glob(".*.*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -158,6 +158,9 @@ def resume(run_dir: str | os.PathLike, *, data=None, progress: bool = True,
     dist = _distribution(cfg, workers, worker_index)
     if run.complete:
         return run
+    if dist.is_chief:
+        for folder in (run.path, run.checkpoints_dir, run.figures_dir, run.splits_dir):
+            io.remove_partial(folder)
     ds = run.dataset(data=data, progress=progress and dist.is_chief)
     if ds.class_names != run.class_names:
         raise RunError(f"the data now has classes {ds.class_names}, the run was started with {run.class_names}")
