@@ -98,7 +98,10 @@ def _clean(values) -> np.ndarray:
 
 
 def _pts(x: float) -> str:
-    return f"{abs(x) * 100:.0f} point{'s' if round(abs(x) * 100) != 1 else ''}"
+    v = abs(x) * 100
+    if v < 1:
+        return "less than a point"
+    return f"{v:.0f} point{'s' if round(v) != 1 else ''}"
 
 
 def _pct(x: float) -> str:
