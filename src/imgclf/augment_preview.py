@@ -21,7 +21,7 @@ def augment_preview(ds, output: str | os.PathLike, *, augment="flip=horizontal,r
     cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig.parse(augment or "none")
     records = ds.records(split)
     pick = random.Random(seed).randrange(len(records))
-    image = ds.images(split)[pick]
+    image = np.asarray(ds.decoded()[ds.indices(split)[pick]])
     off = {f.name: (None if f.name == "flip" else 0.0) for f in dataclasses.fields(AugmentConfig)}
     variants = [("flip", AugmentConfig(**{**off, "flip": cfg.flip or "horizontal"})),
                 ("rotation", AugmentConfig(**{**off, "rotation": cfg.rotation or 0.2})),

@@ -135,7 +135,7 @@ def cmd_train(args) -> int:
 
     dist = {"workers": args.workers, "worker_index": args.worker_index}
     if args.resume:
-        run = resume(args.resume, progress=_progress(args), **dist)
+        run = resume(args.resume, data=args.data, progress=_progress(args), **dist)
     else:
         if args.data is None:
             raise_usage("train needs DATA (or --resume RUN)")
@@ -238,9 +238,6 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--deterministic", action="store_true", help="deterministic ops (slower)")
     g.add_argument("--workers", metavar="HOST:PORT,...", help="multi-worker training: every worker's address")
     g.add_argument("--worker-index", type=int, default=None, help="this worker's position in --workers (0 = chief)")
-
-
-COMMANDS = {}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,13 @@ class ImgclfError(Exception):
     exit_code = 2
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when it has none), shortened."""
+    text = str(exc).strip().splitlines()
+    line = text[0].strip().rstrip(".") if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class DataError(ImgclfError):
     """The data (a folder, an archive, a URL, a file in it) cannot be used."""
 

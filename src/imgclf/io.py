@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+TMP_PREFIX = ".imgclf-tmp-"  # every temporary file imgclf writes starts so; nothing else does
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
@@ -20,7 +23,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
+        prefix=f"{TMP_PREFIX}{path.stem}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
     )
     os.close(fd)
     tmp_path = Path(tmp)
@@ -74,7 +77,7 @@ def _json_default(obj: Any) -> Any:
 def remove_partial(folder: str | os.PathLike) -> int:
     """Delete the temporary files a killed writer left in ``folder`` (see :func:`atomic_path`)."""
     removed = 0
-    for p in Path(folder).glob(".*.*"):
+    for p in Path(folder).glob(f"{TMP_PREFIX}*"):
         if p.is_file():
             p.unlink(missing_ok=True)
             removed += 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__, io
 from .config import CONFIG_FORMAT, TrainConfig
-from .errors import RunError
+from .errors import RunError, first_line
 
 HISTORY_FIELDS = ("epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
@@ -124,7 +124,7 @@ class Run:
             try:
                 self._model = keras.models.load_model(self.model_file, compile=False, safe_mode=True)
             except Exception as e:
-                raise RunError(f"cannot load {self.model_file}: {str(e).splitlines()[0][:200]}") from None
+                raise RunError(f"cannot load {self.model_file}: {first_line(e)}") from None
         return self._model
 
     def history(self) -> dict[str, list]:
@@ -150,9 +150,13 @@ class Run:
 
         d = self.meta["train"]["data"]
         root = data if data is not None else d["root"]
-        return load_dataset(root, image_size=self.image_size, seed=d["seed"], splits=self.splits_dir,
-                            fit=d["fit"], interpolation=d["interpolation"], cache_mode=d["cache_mode"],
-                            progress=progress)
+        ds = load_dataset(root, image_size=self.image_size, seed=d["seed"], splits=self.splits_dir,
+                          fit=d["fit"], interpolation=d["interpolation"], cache_mode=d["cache_mode"],
+                          progress=progress)
+        if ds.class_names != self.class_names:
+            raise RunError(f"{root} now has classes {ds.class_names}, but {self.path} was trained on "
+                           f"{self.class_names}; restore the class folders or train a new run")
+        return ds
 
     def evaluate(self, split: str = "test", *, data=None, progress: bool = True) -> dict:
         """Loss, accuracy, baseline, per-class scores, confusion matrix and top losses on ``split``."""

@@ -68,3 +68,9 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     single_acc = single.metrics()["test"]["accuracy"]
     assert mw_acc > 0.5 or single_acc <= 0.5  # learns whenever one process learns
     assert abs(mw_acc - single_acc) <= 0.35
+
+
+def test_workers_need_an_index(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="worker-index"):
+        choose("auto", workers="127.0.0.1:1,127.0.0.1:2")

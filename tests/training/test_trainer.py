@@ -176,3 +176,14 @@ def test_overwrite_starts_afresh(class_tree, tmp_path):
                        learning_rate=1e-4)
     assert run.history()["epoch"] == [1]
     assert run.history()["learning_rate"][0] == pytest.approx(1e-4)
+
+
+def test_a_run_refuses_data_whose_classes_changed(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False)
+    extra = class_tree / "birds"
+    extra.mkdir()
+    for f in list((class_tree / "cats").iterdir())[:3]:
+        (extra / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(RunError, match="now has classes"):
+        run.evaluate("test", progress=False)

@@ -56,6 +56,7 @@ class ImageDataset:
             start += len(splits[s])
         self._index = offsets
         self._decoded: dict[tuple, np.ndarray] = {}
+        self.fractions = {"validation": 0.2, "test": 0.1}  # what the splits were made with
 
     # -- what is in it -------------------------------------------------------------------
     @property
@@ -226,5 +227,7 @@ def load_dataset(
         assigned = apply_split_lists(report, read_split_lists(splits))
     else:
         assigned = make_splits(report, validation=validation, test=test, seed=seed)
-    return ImageDataset(source, report, assigned, image_size=image_size, interpolation=interpolation,
-                        fit=fit, seed=seed, cache=cache, cache_mode=cache_mode, progress=progress)
+    ds = ImageDataset(source, report, assigned, image_size=image_size, interpolation=interpolation,
+                      fit=fit, seed=seed, cache=cache, cache_mode=cache_mode, progress=progress)
+    ds.fractions = {"validation": validation, "test": test}
+    return ds

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
+from ..io import TMP_PREFIX
 from .images import FIT_MODES, INTERPOLATIONS, as_size, load_image
 
 DECODE_VERSION = 1
@@ -191,7 +192,7 @@ def decode_images(
         except (ValueError, OSError):
             pass  # damaged: decode again
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".decoding.", suffix=".npy", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}decoding.", suffix=".npy", dir=folder)
     os.close(fd)
     try:
         writer = _RowWriter(tmp, shape)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, io
-from ..errors import ConfigError, ImgclfError
+from ..errors import ConfigError, ImgclfError, first_line
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZE = {"tflite": ("float16", "int8"), "onnx": ("int8",)}
@@ -239,11 +239,11 @@ def _export_savedmodel(run, model, target: Path, meta: dict, quantize) -> None:
 def _representative(run, count: int = 200, seed: int = 0):
     """Training images (the run's own decoding) to calibrate int8 quantization."""
     ds = run.dataset(progress=False)
-    images = ds.images("train")
-    if len(images) == 0:
+    rows = ds.indices("train")
+    if len(rows) == 0:
         raise ExportError(f"int8 quantization needs training images, and the train split of {run.path} is empty")
-    order = np.random.default_rng(seed).permutation(len(images))[:count]
-    return images[order].astype(np.float32)
+    order = np.random.default_rng(seed).permutation(len(rows))[:count]
+    return np.asarray(ds.decoded()[rows[order]], dtype=np.float32)
 
 
 def _export_tflite(run, model, target: Path, meta: dict, quantize) -> None:
@@ -264,7 +264,7 @@ def _export_tflite(run, model, target: Path, meta: dict, quantize) -> None:
             with _quiet_stderr():
                 flat = converter.convert()
         except Exception as e:
-            raise ExportError(f"TFLite conversion failed: {str(e).splitlines()[0][:300]}") from None
+            raise ExportError(f"TFLite conversion failed: {first_line(e, 300)}") from None
     flat = _tflite_with_metadata(bytes(flat), meta)
     io.write_bytes(target, flat)
 
@@ -324,7 +324,7 @@ def _export_onnx(run, model, target: Path, meta: dict, quantize) -> None:
             with _quiet_stderr():
                 proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
         except Exception:
-            raise ExportError(f"ONNX conversion (tf2onnx) failed: {str(first).splitlines()[0][:300]}") from None
+            raise ExportError(f"ONNX conversion (tf2onnx) failed: {first_line(first, 300)}") from None
     _name_onnx_io(proto, run)
     if quantize == "int8":
         proto = _onnx_int8(proto, run)
@@ -444,9 +444,9 @@ def tflite_interpreter(path: str):
 def _parity_images(run, limit: int):
     ds = run.dataset(progress=False)
     for split in ("test", "validation", "train"):
-        images = ds.images(split)
-        if len(images):
-            return split, images[:limit]
+        rows = ds.indices(split)
+        if len(rows):
+            return split, np.asarray(ds.decoded()[rows[:limit]])
     raise ExportError(f"{run.path} has no images in any split to check the export against")
 
 

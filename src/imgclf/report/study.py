@@ -503,11 +503,11 @@ def _score(m: dict) -> tuple:
     def v(x):
         return -1.0 if x is None else float(x)
     total = (m.get("parameters") or {}).get("total") or 0
-    return (v(m.get("validation_accuracy")), v(m.get("test_accuracy")), -total)
+    return (v(m.get("validation_accuracy")), -total)  # the test set plays no part in the choice
 
 
 def _winner(done: dict, base: dict) -> dict | None:
-    """The model with the best validation accuracy (test accuracy breaks ties): chosen on
+    """The model with the best validation accuracy (the smaller model breaks ties): chosen on
     validation, reported on test, as one should."""
     if not done:
         return None

@@ -71,6 +71,10 @@ def choose(name: str = "auto", *, workers: str | list[str] | None = None, worker
     import tensorflow as tf
 
     if workers is not None:
+        if worker_index is None:
+            raise ConfigError("--workers needs --worker-index (0 for the chief, 1, 2, ... for the others)")
+        if name not in ("auto", "multi-worker"):
+            raise ConfigError(f"--workers needs --strategy multi-worker (or auto), not {name}")
         os.environ["TF_CONFIG"] = json.dumps(tf_config_from_workers(workers, worker_index or 0))
         name = "multi-worker" if name in ("auto", "multi-worker") else name
     if name == "auto":

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.pipeline import decode_key, make_dataset
+from ..io import TMP_PREFIX
 from ..progress import bar as progress_bar
 
 
@@ -30,7 +31,8 @@ def feature_key(built, ds, image_size: int, views: int, seed: int) -> str:
     parts = {
         "files": decode_key([ds.root / r.path for r in ds._order], image_size, ds.interpolation, ds.fit),
         "model": built.spec.name, "alpha": built.alpha, "weights": weights,
-        "pooling": built.feature_extractor.layers[-1].name if built.feature_extractor else None,
+        "pooling": type(built.feature_extractor.layers[-1]).__name__ if built.feature_extractor else None,
+        "precision": __import__("keras").mixed_precision.global_policy().name,
         "augment": built.augment.to_dict() if built.augment else None,
         "views": views, "seed": seed, "image_size": image_size,
     }
@@ -47,7 +49,7 @@ def _save_atomic(folder: Path, name: str, shape, fill) -> np.ndarray:
         except (ValueError, OSError):
             pass
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}features.", suffix=".npy", dir=folder)
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(shape))
@@ -138,11 +140,15 @@ def feature_dataset(plain: np.ndarray, augmented: np.ndarray, labels: np.ndarray
     ds = tf.data.Dataset.from_tensor_slices(rows)
     if shuffle:
         ds = ds.shuffle(max(1, len(rows)), seed=seed, reshuffle_each_iteration=True)
+    if shuffle and views > 1:
+        # a fresh draw of views every epoch (an op-level seed would repeat the same draw)
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(lambda r: r % views)
+        ds = tf.data.Dataset.zip((ds, draws))
+    else:
+        ds = ds.map(lambda r: (r, tf.zeros_like(r)))
     ds = ds.batch(batch_size)
 
-    def pick(b):
-        view = (tf.random.uniform(tf.shape(b), 0, views, dtype=tf.int64, seed=seed)
-                if shuffle and views > 1 else tf.zeros_like(b))
+    def pick(b, view):
         x, y = tf.numpy_function(gather, [b, view], (tf.float32, tf.int32), stateful=False)
         x = tf.ensure_shape(x, (None, d))
         y = tf.ensure_shape(y, (None,))

@@ -2,8 +2,8 @@
 
 Stages: ``train`` (a from-scratch CNN, or a transfer model trained end to end), ``head`` (a
 frozen backbone; on cached features when ``feature_cache`` is on) and ``fine_tune`` (the top
-layers of the backbone unfrozen, BatchNorm kept in inference mode, a tenth of the learning
-rate, the epoch count continuing). After every epoch the training model (weights and
+layers of the backbone unfrozen, BatchNorm kept in inference mode, a lower learning rate
+(``fine_tune_lr_factor``), the epoch count continuing). After every epoch the training model (weights and
 optimizer state), the history and the state are written atomically; ``resume`` carries on
 from the last finished epoch.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__, figures, io
 from ..config import CONFIG_FORMAT, DataConfig, TrainConfig
 from ..data.dataset import ImageDataset, load_dataset
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, RunError, first_line
 from ..run import Run, read_history, write_history
 
 
@@ -105,8 +105,8 @@ def train(
     else:
         ds = load_dataset(data, image_size=image_size, seed=cfg.seed, progress=progress, **data_options)
     cfg.image_size = image_size
-    cfg.data = DataConfig(source=ds.source.origin, root=str(ds.root), validation=data_options.get("validation", 0.2),
-                          test=data_options.get("test", 0.1), seed=ds.seed, fit=ds.fit,
+    cfg.data = DataConfig(source=ds.source.origin, root=str(ds.root), validation=ds.fractions["validation"],
+                          test=ds.fractions["test"], seed=ds.seed, fit=ds.fit,
                           interpolation=ds.interpolation, cache_mode=ds.cache_mode)
     run = Run(output if output is not None else _default_output(cfg.model))
     if not dist.is_chief:
@@ -159,7 +159,7 @@ def resume(run_dir: str | os.PathLike, *, data=None, progress: bool = True,
     if run.complete:
         return run
     if dist.is_chief:
-        for folder in (run.path, run.checkpoints_dir, run.figures_dir, run.splits_dir):
+        for folder in (run.path, run.checkpoints_dir, run.figures_dir, run.splits_dir, run.cache_dir):
             io.remove_partial(folder)
     ds = run.dataset(data=data, progress=progress and dist.is_chief)
     if ds.class_names != run.class_names:
@@ -259,14 +259,17 @@ class _EpochCheckpoint:
         return EpochCheckpoint(*args, **kwargs)
 
 
+def _load_checkpoint(checkpoint: Path):
+    try:
+        return _keras().models.load_model(checkpoint, safe_mode=True)
+    except Exception as e:
+        raise RunError(f"checkpoint {checkpoint} cannot be read ({first_line(e, 160)}); "
+                       "delete it to restart that stage") from None
+
+
 def _restore(train_model, checkpoint: Path) -> None:
     """Copy weights and optimizer state from a checkpoint into ``train_model``."""
-    keras = _keras()
-    try:
-        saved = keras.models.load_model(checkpoint, safe_mode=True)
-    except Exception as e:
-        raise RunError(f"checkpoint {checkpoint} cannot be read ({str(e).splitlines()[0][:160]}); "
-                       "delete it to restart that stage") from None
+    saved = _load_checkpoint(checkpoint)
     try:
         train_model.set_weights(saved.get_weights())
     except ValueError as e:
@@ -392,8 +395,7 @@ def _image_data(cfg: TrainConfig, ds: ImageDataset, dist, one_hot: bool):
 
 def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
     """Load the weights a finished earlier stage saved into the end-to-end model."""
-    keras = _keras()
-    saved = keras.models.load_model(checkpoint, safe_mode=True)
+    saved = _load_checkpoint(checkpoint)
     target = built.head if (stage == "head" and len(saved.layers) == len(built.head.layers)) else built.model
     target.set_weights(saved.get_weights())
 

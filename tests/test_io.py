@@ -1,0 +1,32 @@
+import os
+
+import pytest
+
+from imgclf import io
+
+
+def test_atomic_write_leaves_no_temporary_file_and_normal_permissions(tmp_path):
+    target = io.write_json(tmp_path / "a.json", {"x": 1})
+    assert io.read_json(target) == {"x": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    target = io.write_text(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_remove_partial_touches_only_our_temporary_files(tmp_path):
+    (tmp_path / f"{io.TMP_PREFIX}model.x1y2.keras").write_text("partial")
+    (tmp_path / ".env.local").write_text("user")
+    (tmp_path / ".eslintrc.json").write_text("user")
+    assert io.remove_partial(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env.local", ".eslintrc.json"]
