@@ -25,10 +25,6 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
             "count": int(len(labels))}
 
 
-def quick_metrics(model, ds, split: str, image_size: int, batch_size: int = 64) -> dict:
-    return scores(predict_split(model, ds, split, image_size, batch_size), ds.labels(split))
-
-
 def confusion(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (labels, predicted), 1)

@@ -18,7 +18,6 @@ import numpy as np
 
 def fit(model, train_data, val_data, *, epochs: int, initial_epoch: int, steps_per_epoch: int,
         global_batch: int, dist, callbacks, class_weight: dict | None, one_hot: bool, verbose: int) -> None:
-    import keras
     import tensorflow as tf
 
     strategy = dist.strategy
@@ -79,4 +78,3 @@ def fit(model, train_data, val_data, *, epochs: int, initial_epoch: int, steps_p
             print(f"Epoch {epoch + 1}/{epochs} - {time.time() - t:.0f}s - {text}", file=sys.stdout, flush=True)
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
-    del keras

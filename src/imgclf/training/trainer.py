@@ -456,7 +456,6 @@ def _feature_parity(model, built, ds: ImageDataset, features: np.ndarray, image_
 
 
 def _parameters(model) -> dict:
-    keras = _keras()
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
     frozen = int(sum(np.prod(v.shape) for v in model.non_trainable_weights))
     return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen}
