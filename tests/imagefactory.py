@@ -338,3 +338,16 @@ def make_class_tree(
             )
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def deny_open(monkeypatch, path) -> None:
+    """Make Pillow fail to open ``path`` with "Permission denied" (root reads files whatever
+    their mode, so chmod cannot stand in for an unreadable file in tests run as root)."""
+    real_open = Image.open
+
+    def guarded(fp, *a, **k):
+        if os.fspath(fp) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(fp, *a, **k)
+
+    monkeypatch.setattr(Image, "open", guarded)

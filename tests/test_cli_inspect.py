@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.imagefactory import make_class_tree, write_broken, write_image
+from tests.imagefactory import deny_open, make_class_tree, write_broken, write_image
 
 
 @pytest.fixture
@@ -99,14 +99,7 @@ def test_inspect_unreadable_and_badly_named_files_are_listed(inspect, class_tree
     victim = class_tree / "dogs" / "dogs_1.png"
     write_image(os.fsdecode(os.fsencode(class_tree / "cats") + b"/na\xefve.png"), "png")
     if os.geteuid() == 0:
-        real_open = Image.open
-
-        def guarded(fp, *a, **k):
-            if os.fspath(fp) == str(victim):
-                raise PermissionError(13, "Permission denied")
-            return real_open(fp, *a, **k)
-
-        monkeypatch.setattr(Image, "open", guarded)
+        deny_open(monkeypatch, victim)
     else:
         victim.chmod(0)
     try:

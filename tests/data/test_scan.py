@@ -14,6 +14,7 @@ from imgclf.data.scan import REASONS, ScanReport, check_file, natural_key, scan
 from imgclf.data.sources import resolve_source
 from imgclf.errors import DataError
 from tests.imagefactory import (
+    deny_open,
     ALL_BROKEN_KINDS, ALL_GOOD_FORMATS, BROKEN_EXTENSIONS, EXTENSIONS, FORMAT_INFO, make_class_tree,
     write_broken, write_image,
 )
@@ -143,13 +144,7 @@ def test_no_cache(class_tree, tmp_path):
 def test_unreadable_file_is_listed_and_looked_at_again(class_tree, tmp_path, monkeypatch):
     victim = class_tree / "dogs" / "dogs_0.png"
     real_open = Image.open
-
-    def guarded(fp, *a, **k):
-        if os.fspath(fp) == str(victim):
-            raise PermissionError(13, "Permission denied")
-        return real_open(fp, *a, **k)
-
-    monkeypatch.setattr(Image, "open", guarded)
+    deny_open(monkeypatch, victim)
     report = _scan(class_tree, tmp_path)
     assert [(r.path, r.reason) for r in report.bad] == [("dogs/dogs_0.png", "unreadable")]
     assert report.counts() == {"cats": 16, "dogs": 15}

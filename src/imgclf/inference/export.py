@@ -224,16 +224,8 @@ def _export_keras(run, model, target: Path, meta: dict, quantize) -> None:
 
 
 def _export_savedmodel(run, model, target: Path, meta: dict, quantize) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        shutil.rmtree(tmp)
+    with io.atomic_dir(target) as tmp:
         _write_savedmodel(run, model, tmp, meta)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _representative(run, count: int = 200, seed: int = 0):
