@@ -341,13 +341,25 @@ def make_class_tree(
 
 
 def deny_open(monkeypatch, path) -> None:
-    """Make Pillow fail to open ``path`` with "Permission denied" (root reads files whatever
-    their mode, so chmod cannot stand in for an unreadable file in tests run as root)."""
-    real_open = Image.open
+    """Make opening ``path`` (with Pillow or ``open``) fail with "Permission denied" (root reads
+    files whatever their mode, so chmod cannot stand in for an unreadable file in tests run as
+    root)."""
+    import builtins
 
-    def guarded(fp, *a, **k):
-        if os.fspath(fp) == str(path):
+    real_image_open, real_open = Image.open, builtins.open
+
+    def denied(fp) -> bool:
+        return isinstance(fp, (str, bytes, os.PathLike)) and os.fspath(fp) == os.fspath(path)
+
+    def guarded_image(fp, *a, **k):
+        if denied(fp):
             raise PermissionError(13, "Permission denied")
-        return real_open(fp, *a, **k)
+        return real_image_open(fp, *a, **k)
 
-    monkeypatch.setattr(Image, "open", guarded)
+    def guarded(file, *a, **k):
+        if denied(file):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(Image, "open", guarded_image)
+    monkeypatch.setattr(builtins, "open", guarded)

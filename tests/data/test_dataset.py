@@ -62,7 +62,10 @@ def test_bad_files_are_left_out(class_tree, tmp_path):
     assert ds.counts() == {"cats": 16, "dogs": 16}
     assert {r.path for r in ds.report.bad} == {"cats/broken.jpg", "dogs/empty.jpg"}
     assert ds.summary()["bad_files"] == 2
-    assert ds.decoded().shape == (32, 16, 16, 3)  # no bad file reaches the pipeline
+    bad_rows = [i for i, r in enumerate(ds.report.records) if not r.ok]
+    used = np.concatenate([ds.indices(s) for s in SPLITS])
+    assert len(used) == 32 and not set(bad_rows) & set(used.tolist())  # no bad file reaches the pipeline
+    assert sum(int(x.shape[0]) for s in SPLITS for x, _ in ds.tf_dataset(s, batch_size=8)) == 32
     assert (class_tree / "cats" / "broken.jpg").exists()
 
 
@@ -81,7 +84,7 @@ def test_images_match_records(class_tree, tmp_path):
     imgs = ds.images("validation")
     assert imgs.shape == (6, 12, 20, 3)
     assert np.array_equal(imgs[2], load_image(ds.paths("validation")[2], (12, 20)))
-    assert ds.decoded(8).shape == (32, 8, 8, 3)
+    assert ds.decoded(8)[ds.indices("validation")].shape == (6, 8, 8, 3)
 
 
 def test_sample_keeps_aspect_ratio(tmp_path):
@@ -127,6 +130,16 @@ def test_first_pass_decodes_each_file_once(tmp_path, monkeypatch):
     pixels = np.asarray(fused.decoded())
     assert calls == []  # every image came from the scan
     assert fused.report.pixels is None  # taken and closed
+    # the scan's pixels became the decode cache: a later load reads them, decoding nothing
+    assert len(list((tmp_path / "c1" / "decoded").glob("*.npy"))) == 1
+    assert not [p for p in (tmp_path / "c1" / "decoded").iterdir() if p.name.startswith(".")]
+    again = load_dataset(root, image_size=16, fit="pad", cache=tmp_path / "c1", progress=False)
+    assert again.report.pixels is None and np.array_equal(np.asarray(again.decoded()), pixels)
+    assert calls == []
+    for split in SPLITS:
+        rows = fused.indices(split)
+        expected = [real(p, 16, fit="pad") for p in fused.paths(split)]
+        assert np.array_equal(pixels[rows], np.array(expected).reshape(len(rows), 16, 16, 3)), split
 
     plain = load_dataset(root, image_size=16, fit="pad", cache=tmp_path / "c2", progress=False, predecode=False)
     assert plain.report.pixels is None
@@ -135,8 +148,30 @@ def test_first_pass_decodes_each_file_once(tmp_path, monkeypatch):
     # another size than the one scanned for is decoded the usual way
     calls.clear()
     other = load_dataset(root, image_size=16, fit="pad", cache=tmp_path / "c3", progress=False)
-    assert other.decoded(12).shape == (11, 12, 12, 3)
+    assert other.decoded(12).shape == (12, 12, 12, 3)  # a row per file found; the bad one stays black
     assert len(calls) == 11
+
+
+def test_files_added_after_a_scan(tmp_path, monkeypatch):
+    """The scan decodes only the new file; the cache is built from its pixels and the old ones."""
+    import importlib
+
+    from tests.imagefactory import write_image
+
+    pipeline = importlib.import_module("imgclf.data.pipeline")
+    root = make_class_tree(tmp_path / "d", {"a": 4, "b": 4}, size=(40, 30))
+    load_dataset(root, image_size=16, cache=tmp_path / "c", progress=False).decoded()
+    write_image(root / "a" / "new.png", "png")
+    calls = []
+    real = pipeline.load_image
+    monkeypatch.setattr(pipeline, "load_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    ds = load_dataset(root, image_size=16, cache=tmp_path / "c", progress=False)
+    assert ds.report.cached == 8 and ds.report.pixels is not None
+    pixels = np.asarray(ds.decoded())
+    assert len(calls) == 8  # the old files, decoded for the new cache; the new one came from the scan
+    for split in SPLITS:
+        for row, path in zip(ds.indices(split), ds.paths(split)):
+            assert np.array_equal(pixels[row], real(path, 16)), path
 
 
 def test_no_predecode_without_a_decode_cache(class_tree, tmp_path):

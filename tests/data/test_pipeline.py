@@ -120,9 +120,12 @@ def test_options_checked(kw, match):
 def test_batches_shapes_and_dtypes(class_tree, tmp_path):
     ds = _dataset(class_tree, tmp_path)
     x, y = next(iter(ds.tf_dataset("train", batch_size=4)))
-    assert x.dtype == tf.float32 and tuple(x.shape) == (4, 16, 16, 3)
+    assert x.dtype == tf.uint8 and tuple(x.shape) == (4, 16, 16, 3)  # as cached; models cast
     assert y.dtype == tf.int32 and tuple(y.shape) == (4,)
-    assert 0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 255
+    xf, _ = next(iter(ds.tf_dataset("train", batch_size=4, dtype="float32")))
+    assert xf.dtype == tf.float32 and np.array_equal(xf.numpy(), x.numpy().astype(np.float32))
+    with pytest.raises(ConfigError, match="uint8 or float32"):
+        ds.tf_dataset("train", dtype="float16")
     x, y = next(iter(ds.tf_dataset("train", batch_size=4, one_hot=True)))
     assert y.dtype == tf.float32 and tuple(y.shape) == (4, 2)
     assert np.allclose(y.numpy().sum(axis=1), 1)

@@ -143,12 +143,12 @@ def test_no_cache(class_tree, tmp_path):
 
 def test_unreadable_file_is_listed_and_looked_at_again(class_tree, tmp_path, monkeypatch):
     victim = class_tree / "dogs" / "dogs_0.png"
-    real_open = Image.open
-    deny_open(monkeypatch, victim)
-    report = _scan(class_tree, tmp_path)
+    with monkeypatch.context() as denied:
+        deny_open(denied, victim)
+        report = _scan(class_tree, tmp_path)
     assert [(r.path, r.reason) for r in report.bad] == [("dogs/dogs_0.png", "unreadable")]
     assert report.counts() == {"cats": 16, "dogs": 15}
-    monkeypatch.setattr(Image, "open", real_open)  # permissions fixed: mtime does not change
+    # permissions fixed (the mtime does not change): the file is looked at again
     again = _scan(class_tree, tmp_path)
     assert again.bad == [] and again.cached == 31
 
@@ -310,6 +310,24 @@ def test_check_and_decode_finds_the_same_faults(every_format, kind):
     assert res["reason"] == check_file(path)["reason"] == BROKEN_REASON[kind]
 
 
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="O_TMPFILE is Linux only")
+def test_scan_pixels_become_a_file_without_a_copy(every_format, tmp_path):
+    from imgclf.data.images import load_image
+    from imgclf.data.pipeline import DiskArray
+
+    report = _scan(every_format, tmp_path, decode=(16, "bilinear", "stretch"))
+    target = tmp_path / "cache" / "decoded" / "all.npy"
+    assert report.pixels.save_as(target)
+    arr = DiskArray(target)
+    assert arr.shape == (len(report.records), 16, 16, 3)
+    for i, r in enumerate(report.records):
+        if r.ok:
+            assert np.array_equal(arr[i], load_image(report.root / r.path, 16)), r.path
+        else:
+            assert not arr[i].any()  # a bad file's row stays black
+    assert sorted(p.name for p in target.parent.iterdir()) == ["all.npy"]
+
+
 def test_scan_keeps_decoded_pixels_off_memory(every_format, tmp_path):
     from imgclf.data.images import load_image
 
@@ -320,8 +338,9 @@ def test_scan_keeps_decoded_pixels_off_memory(every_format, tmp_path):
     for r in report.valid:
         assert np.array_equal(px.get(r.path), load_image(report.root / r.path, 16, fit="crop"))
     assert px.get(report.bad[0].path) is None
-    # the scratch file was unlinked at once: nothing is left in the cache folder
-    assert not [p for p in (tmp_path / "cache").rglob("*scan-pixels*")]
+    # the scratch file has no name: nothing is left in the cache folder
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.parent.name == "decoded"]
+    assert px.complete  # every file was decoded now: row i is record i
     px.close()
     assert px.get(report.valid[0].path) is None
     # answered from the scan cache: nothing decoded, no pixels

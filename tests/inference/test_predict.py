@@ -172,3 +172,17 @@ def test_cli_predict_errors(cli, trained_run, tmp_path):
     # every input unreadable: reported, exit 1
     code, out, err = cli("predict", trained_run.path, tmp_path / "missing.jpg", "--format", "json")
     assert code == 1 and json.loads(out)[0]["error"] == "no such file or folder"
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "jpeg_exif_rotated", "jpeg_cmyk", "png"])
+def test_uploaded_bytes_decode_like_the_file(tmp_path, kind):
+    """What the server decodes from an upload is what training decoded from the file."""
+    from imgclf.data.images import load_image
+    from imgclf.inference.predict import open_header
+
+    path = write_image(tmp_path / f"x.{'png' if kind == 'png' else 'jpg'}", kind, size=(300, 200))
+    pre = {"image_size": [48, 40], "interpolation": "bilinear", "fit": "crop"}
+    expected = load_image(path, (48, 40), fit="crop")
+    data = path.read_bytes()
+    assert np.array_equal(decode(data, pre, max_pixels=10**6), expected)
+    assert np.array_equal(decode(open_header(data, 10**6), pre, opened=True), expected)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .images import as_size, load_image
-from .pipeline import check_options, decode_images, make_dataset
+from .pipeline import DiskArray, check_options, decode_images, decode_key, make_dataset
 from .scan import ImageRecord, ScanReport, scan
 from .sources import DataSource, cache_dir, resolve_source
 from .split import SPLITS, apply_split_lists, make_splits, read_split_lists, write_splits
@@ -49,12 +49,12 @@ class ImageDataset:
         self.cache = cache_dir(cache)
         self.cache_mode = cache_mode
         self.progress = progress
-        self._order = [r for s in SPLITS for r in splits[s]]
-        offsets, start = {}, 0
-        for s in SPLITS:
-            offsets[s] = np.arange(start, start + len(splits[s]))
-            start += len(splits[s])
-        self._index = offsets
+        # Rows of the decoded array follow the scan report (a bad file keeps its row, black
+        # and never used), so the pixels the scan decoded become the cache as they are.
+        self._rows = list(report.records)
+        row_of = {r.path: i for i, r in enumerate(self._rows)}
+        self._index = {s: np.array([row_of[r.path] for r in splits[s]], dtype=np.int64) for s in SPLITS}
+        self._row_labels: np.ndarray | None = None
         self._decoded: dict[tuple, np.ndarray] = {}
         self.fractions = {"validation": 0.2, "test": 0.1}  # what the splits were made with
 
@@ -78,8 +78,15 @@ class ImageDataset:
         lookup = {n: i for i, n in enumerate(self.class_names)}
         return np.array([lookup[r.label] for r in self.records(split)], dtype=np.int32)
 
+    def row_labels(self) -> np.ndarray:
+        """The class index of every row of :meth:`decoded` (0 for the rows of bad files)."""
+        if self._row_labels is None:
+            lookup = {n: i for i, n in enumerate(self.class_names)}
+            self._row_labels = np.array([lookup.get(r.label, 0) if r.ok else 0 for r in self._rows], dtype=np.int32)
+        return self._row_labels
+
     def counts(self, split: str | None = None) -> dict[str, int]:
-        recs = self._order if split is None else self.records(split)
+        recs = [r for s in SPLITS for r in self.splits[s]] if split is None else self.records(split)
         out = {n: 0 for n in self.class_names}
         for r in recs:
             out[r.label] += 1
@@ -101,7 +108,7 @@ class ImageDataset:
             "layout": self.source.layout,
             "class_names": self.class_names,
             "counts": {s: self.counts(s) for s in SPLITS},
-            "total": len(self._order),
+            "total": sum(len(self.splits[s]) for s in SPLITS),
             "bad_files": len(self.report.bad),
             "majority_class": majority,
             "baseline_accuracy": base,
@@ -121,20 +128,36 @@ class ImageDataset:
         return write_splits(folder, self.splits)
 
     # -- pixels --------------------------------------------------------------------------
+    def _row_paths(self) -> list[Path | None]:
+        return [self.root / r.path if r.ok else None for r in self._rows]
+
+    def decode_key(self, image_size=None) -> str:
+        """What the rows of :meth:`decoded` depend on (files, size, interpolation, fit)."""
+        size = as_size(image_size) if image_size is not None else self.image_size
+        return decode_key(self._row_paths(), size, self.interpolation, self.fit)
+
     def decoded(self, image_size=None) -> np.ndarray:
-        """Every image of every split, decoded once, as ``(N, H, W, 3)`` uint8."""
+        """Every image, decoded once, as ``(N, H, W, 3)`` uint8; :meth:`indices` says which
+        rows belong to a split."""
         size = as_size(image_size) if image_size is not None else self.image_size
         key = (size, self.interpolation, self.fit)
         if key not in self._decoded:
             scanned = self.report.pixels
             ready = None
+            paths = self._row_paths()
             if scanned is not None and scanned.options == key:
+                if scanned.complete and self.cache_mode == "disk":
+                    # the scan decoded every file, row for row: its scratch file becomes the cache
+                    target = self.cache / "decoded" / f"{self.decode_key(size)}.npy"
+                    if scanned.save_as(target):
+                        self.report.pixels = None
+                        self._decoded[key] = DiskArray(target)
+                        return self._decoded[key]
                 # decoded by the scan already: copied, not decoded a second time
-                ready = scanned.for_paths([r.path for r in self._order])
+                ready = scanned.for_paths([r.path if r.ok else None for r in self._rows])
             try:
                 self._decoded[key] = decode_images(
-                    [self.root / r.path for r in self._order], size,
-                    interpolation=self.interpolation, fit=self.fit, cache_mode=self.cache_mode,
+                    paths, size, interpolation=self.interpolation, fit=self.fit, cache_mode=self.cache_mode,
                     cache_folder=self.cache / "decoded", progress=self.progress, ready=ready,
                 )
             finally:
@@ -162,16 +185,20 @@ class ImageDataset:
         one_hot: bool = False,
         shard: tuple[int, int] | None = None,
         repeat: bool = False,
+        dtype: str = "uint8",
     ):
-        """``tf.data.Dataset`` of ``(images, labels)`` for one split (shuffled for train)."""
+        """``tf.data.Dataset`` of ``(images, labels)`` for one split (shuffled for train).
+
+        Images are uint8 in 0..255 (a Keras model casts them itself); ``dtype="float32"`` for
+        float batches."""
         self._check_split(split)
         shuffle = (split == "train") if shuffle is None else shuffle
-        all_labels = np.concatenate([self.labels(s) for s in SPLITS]).astype(np.int32)
+        all_labels = self.row_labels()
         size = as_size(image_size) if image_size is not None else self.image_size
         common = dict(batch_size=batch_size, shuffle=shuffle, seed=self.seed if seed is None else seed,
-                      num_classes=self.num_classes, one_hot=one_hot, shard=shard, repeat=repeat)
+                      num_classes=self.num_classes, one_hot=one_hot, shard=shard, repeat=repeat, dtype=dtype)
         if self.cache_mode == "none":
-            return make_dataset(None, all_labels, self.indices(split), paths=[self.root / r.path for r in self._order],
+            return make_dataset(None, all_labels, self.indices(split), paths=self._row_paths(),
                                 image_size=size, interpolation=self.interpolation, fit=self.fit, **common)
         return make_dataset(self.decoded(size), all_labels, self.indices(split), **common)
 

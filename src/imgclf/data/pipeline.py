@@ -21,7 +21,7 @@ import numpy as np
 from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
 from ..io import TMP_PREFIX
-from .images import FIT_MODES, INTERPOLATIONS, as_size, load_image
+from .images import FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
 
 DECODE_VERSION = 1
 CACHE_MODES = ("disk", "memory", "none")
@@ -30,6 +30,9 @@ CACHE_MODES = ("disk", "memory", "none")
 def decode_key(paths: list[Path], image_size, interpolation: str, fit: str) -> str:
     h = hashlib.sha256(f"v{DECODE_VERSION}|{as_size(image_size)}|{interpolation}|{fit}".encode())
     for p in paths:
+        if p is None:  # a row left empty (a file the scan found bad)
+            h.update(b"|-")
+            continue
         try:
             st = os.stat(p)
             h.update(f"|{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
@@ -56,12 +59,14 @@ def _decode_into(out, paths: list[Path], image_size, interpolation, fit, workers
         if done is not None:
             out[i] = done  # decoded by the scan already
             return
+        if paths[i] is None:
+            return  # a bad file's row: left black, never read
         try:
             out[i] = load_image(paths[i], image_size, interpolation=interpolation, fit=fit)
         except Exception as e:  # the file changed or vanished since it was scanned
             raise DataError(f"{paths[i]}: cannot be decoded any more ({e}); scan the data again") from None
 
-    n = workers or min(16, (os.cpu_count() or 1) * 2)
+    n = workers or decode_workers()
     with ThreadPoolExecutor(max_workers=n) as pool, progress_bar(len(paths), "decoding images", progress) as bar:
         for _ in pool.map(one, range(len(paths))):
             bar.update(1)
@@ -166,7 +171,8 @@ def decode_images(
     progress: bool = True,
     ready=None,
 ):
-    """All ``paths`` decoded and resized, as ``(N, H, W, 3)`` uint8: a numpy array in memory, or a
+    """All ``paths`` decoded and resized, as ``(N, H, W, 3)`` uint8 (``None`` in ``paths``: a row
+    left black): a numpy array in memory, or a
     :class:`DiskArray` over a ``.npy`` file in ``cache_folder`` (``cache_mode="disk"``) that later
     calls and processes reuse without decoding.
 
@@ -179,7 +185,7 @@ def decode_images(
     if ready is not None and len(ready) != len(paths):
         raise ValueError(f"ready has {len(ready)} entries for {len(paths)} paths")
     if cache_mode != "disk" or cache_folder is None:
-        out = np.empty(shape, dtype=np.uint8)
+        out = (np.zeros if any(p is None for p in paths) else np.empty)(shape, dtype=np.uint8)
         _decode_into(out, paths, image_size, interpolation, fit, workers, progress, ready)
         return out
     folder = Path(cache_folder)
@@ -223,9 +229,13 @@ def make_dataset(
     fit: str = "stretch",
     shard: tuple[int, int] | None = None,
     repeat: bool = False,
+    dtype: str = "uint8",
 ):
-    """A ``tf.data.Dataset`` of ``(float32 images in 0..255, labels)`` batches.
+    """A ``tf.data.Dataset`` of ``(images in 0..255, labels)`` batches.
 
+    Images are ``uint8`` by default, as cached: a Keras model casts them to its input's
+    dtype in its first step (on the accelerator, where there is one), so the pipeline moves
+    a quarter of the bytes float32 would. ``dtype="float32"`` converts them here instead.
     ``images`` is the decoded array (rows picked by ``indices``); with ``images=None`` every
     element is decoded from ``paths`` on the fly (no cache), in parallel.
     ``shard=(num_workers, worker_index)`` keeps one worker's share.
@@ -234,6 +244,8 @@ def make_dataset(
 
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if dtype not in ("uint8", "float32"):
+        raise ConfigError(f"images come as uint8 or float32, not {dtype!r}")
     labels = np.asarray(labels, dtype=np.int32)
     idx = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
     if shard is not None:
@@ -244,9 +256,12 @@ def make_dataset(
         idx = idx.repeat()
     h, w = images.shape[1:3] if images is not None else as_size(image_size)
 
+    label_table = tf.constant(labels)
+
     def finish(x, y):
-        x = tf.cast(tf.ensure_shape(x, (None, h, w, 3)), tf.float32)
-        y = tf.ensure_shape(y, (None,))
+        x.set_shape((None, h, w, 3))
+        if dtype != "uint8":
+            x = tf.cast(x, dtype)
         if one_hot:
             y = tf.one_hot(y, num_classes)
         return x, y
@@ -254,11 +269,11 @@ def make_dataset(
     if images is not None:
 
         def gather(batch):
-            return np.ascontiguousarray(images[batch]), labels[batch]
+            return np.ascontiguousarray(images[batch])
 
-        # gather and convert in one parallel stage (one pass over each batch's memory)
+        # one parallel stage per batch: the rows read in Python, the labels looked up in TF
         ds = idx.batch(batch_size).map(
-            lambda b: finish(*tf.numpy_function(gather, [b], (tf.uint8, tf.int32), stateful=False)),
+            lambda b: finish(tf.numpy_function(gather, [b], tf.uint8, stateful=False), tf.gather(label_table, b)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
@@ -273,6 +288,6 @@ def make_dataset(
             lambda i: tf.numpy_function(decode, [i], (tf.uint8, tf.int32), stateful=False),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
-        ).batch(batch_size)
+        ).batch(batch_size).map(lambda x, y: (x, tf.ensure_shape(y, (None,))))
 
     return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

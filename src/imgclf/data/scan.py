@@ -7,6 +7,7 @@ stats the files.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -25,7 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..progress import bar as progress_bar
 from ..errors import DataError
-from .images import EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, orientation
+from ..io import TMP_PREFIX
+from .images import EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_workers, orientation
 from .sources import DataSource, cache_dir
 
 SCAN_VERSION = 1
@@ -255,6 +257,9 @@ _MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16"
           "RGBa", "La")
 
 
+_READ_WHOLE = 64 << 20  # files up to this size are read in one go
+
+
 def check_file(path: str | os.PathLike) -> dict:
     """Open and fully decode one file. Returns the fields of an :class:`ImageRecord`."""
     return _check(path, None)[0]
@@ -289,7 +294,12 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            if st.st_size <= _READ_WHOLE:  # one read, then parsed and decoded from memory
+                with open(path, "rb") as fh:
+                    source = io.BytesIO(fh.read())
+            else:
+                source = path
+            with Image.open(source) as img:
                 fmt = img.format
                 info = {"format": fmt, "mode": img.mode, "frames": getattr(img, "n_frames", 1)}
                 w, h = img.size
@@ -440,39 +450,90 @@ def _stat_key(path: Path) -> tuple[str, int, int] | None:
 
 
 class ScanPixels:
-    """Pixels the scan decoded, by relative path, kept in an unlinked scratch file.
+    """Pixels the scan decoded, by relative path, in a scratch ``.npy`` file with no name.
 
     Rows are written and read with ``pwrite``/``pread``, so memory stays flat whatever the
-    size of the data, and the file (already unlinked) vanishes when closed or when the
-    process ends, even killed. ``options`` is ``((height, width), interpolation, fit)``.
+    size of the data. The file has no name while it is written (``O_TMPFILE``, or unlinked
+    at once where that is missing), so it vanishes when closed or when the process ends, even
+    killed; when the scan decoded every file, :meth:`save_as` gives it the name of the decode
+    cache, so the pixels are written once. ``options`` is ``((height, width), interpolation,
+    fit)``; row ``i`` is the ``i``-th file the scan decoded.
     """
 
-    def __init__(self, folder: Path, options: tuple):
+    def __init__(self, folder: Path, options: tuple, n_rows: int):
         self.options = options
         (h, w), _, _ = options
         self.shape = (h, w, 3)
         self.row_bytes = h * w * 3
+        self.n_rows = n_rows
+        self.complete = False  # every file of the scan report has its row (row i = record i)
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".scan-pixels-", dir=folder)
-        os.unlink(name)
+        self.folder = folder
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o644)
+            self._linkable = True
+        except (AttributeError, OSError):
+            fd, name = tempfile.mkstemp(prefix=".scan-pixels-", dir=folder)
+            os.unlink(name)
+            self._linkable = False
         self._fd: int | None = fd
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "|u1", "fortran_order": False, "shape": (n_rows, h, w, 3)})
+        self.offset = len(header.getvalue())
+        try:
+            os.pwrite(fd, header.getvalue(), 0)
+            os.ftruncate(fd, self.offset + n_rows * self.row_bytes)
+        except OSError:
+            self.close()
+            raise
         self.rows: dict[str, int] = {}
 
     def write(self, row: int, pixels: np.ndarray) -> None:
-        os.pwrite(self._fd, np.ascontiguousarray(pixels, dtype=np.uint8).tobytes(), row * self.row_bytes)
+        data = memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B")
+        offset = self.offset + row * self.row_bytes
+        while len(data):
+            done = os.pwrite(self._fd, data, offset)
+            data, offset = data[done:], offset + done
 
     def get(self, rel_path: str) -> np.ndarray | None:
         row = self.rows.get(rel_path)
         if row is None or self._fd is None:
             return None
-        data = os.pread(self._fd, self.row_bytes, row * self.row_bytes)
+        data = os.pread(self._fd, self.row_bytes, self.offset + row * self.row_bytes)
         if len(data) != self.row_bytes:
             return None
         return np.frombuffer(data, dtype=np.uint8).reshape(self.shape)
 
-    def for_paths(self, rel_paths: list[str]) -> "_RowsFor":
+    def for_paths(self, rel_paths: list[str | None]) -> "_RowsFor":
         """A sequence of pixels (or ``None``), one per path, read when asked for."""
         return _RowsFor(self, rel_paths)
+
+    def save_as(self, target: Path) -> bool:
+        """Give the scratch file the name ``target`` (atomically, after ``fsync``) and close it.
+        ``False`` where the file system cannot (the caller copies the rows instead)."""
+        if self._fd is None or not self._linkable:
+            return False
+        tmp = target.with_name(f"{TMP_PREFIX}{target.name}")
+        folder_fd = None
+        try:
+            os.fsync(self._fd)
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; a dir_fd
+            # argument makes Python call linkat rather than link (which would not follow it)
+            folder_fd = os.open(tmp.parent, os.O_RDONLY)
+            os.link(f"/proc/self/fd/{self._fd}", tmp.name, dst_dir_fd=folder_fd, follow_symlinks=True)
+            os.replace(tmp, target)
+        except OSError:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            return False
+        finally:
+            if folder_fd is not None:
+                os.close(folder_fd)
+        self.close()
+        return True
 
     def close(self) -> None:
         if self._fd is not None:
@@ -500,7 +561,8 @@ class _RowsFor:
         return len(self.rel_paths)
 
     def __getitem__(self, i: int) -> np.ndarray | None:
-        return self.pixels.get(self.rel_paths[i])
+        path = self.rel_paths[i]
+        return None if path is None else self.pixels.get(path)
 
 
 def scan(
@@ -531,7 +593,7 @@ def scan(
         if decode is not None and todo:
             options = (as_size(decode[0]), decode[1], decode[2])
             try:
-                store = ScanPixels(cache_dir(cache) / "decoded", options)
+                store = ScanPixels(cache_dir(cache) / "decoded", options, len(todo))
             except OSError:
                 store = None  # no scratch space: the pipeline decodes again
         if todo:
@@ -547,13 +609,21 @@ def scan(
                     return res, False
                 return res, True
 
-            n = workers or min(32, (os.cpu_count() or 1) * 2)
+            n = workers or decode_workers()
+            # files go to the threads in runs of a few dozen: one task per file costs more in
+            # scheduling than a small JPEG costs to decode
+            chunk = max(1, min(32, len(todo) // (n * 4)))
+
+            def work_many(start: int):
+                return [work(j) for j in range(start, min(start + chunk, len(todo)))]
+
             with ThreadPoolExecutor(max_workers=n) as pool, progress_bar(len(todo), "scanning images", progress) as bar:
-                for j, (res, kept) in enumerate(pool.map(work, range(len(todo)))):
-                    results[todo[j]] = res
-                    if kept:
-                        got[todo[j]] = j
-                    bar.update(1)
+                for start, done in zip(range(0, len(todo), chunk), pool.map(work_many, range(0, len(todo), chunk))):
+                    for j, (res, kept) in enumerate(done, start):
+                        results[todo[j]] = res
+                        if kept:
+                            got[todo[j]] = j
+                    bar.update(len(done))
             db.put_many([(keys[i], results[i]) for i in todo
                          if keys[i] is not None and results[i].get("reason") not in _TRANSIENT])
     except BaseException:
@@ -585,6 +655,7 @@ def scan(
         cached=len(found) - len(todo),
     )
     if store is not None and store.rows:
+        store.complete = len(todo) == len(found)  # then row i is records[i]
         report.pixels = store
     elif store is not None:
         store.close()

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..data.images import EXTENSION_FORMATS, load_image, open_image
+from ..data.images import EXTENSION_FORMATS, decode_opened, load_image, open_image
 from ..errors import ConfigError, DataError, ImgclfError
 
 DEFAULT_TOP_K = 3
@@ -260,16 +260,21 @@ def open_header(source, max_pixels: int) -> Image.Image:
     return img
 
 
-def decode(source, preprocessing: dict, max_pixels: int | None = None) -> np.ndarray:
-    """One input to the model's uint8 ``(S, S, 3)`` pixels, through :func:`load_image`.
+def decode(source, preprocessing: dict, max_pixels: int | None = None, *, opened: bool = False) -> np.ndarray:
+    """One input to the model's uint8 ``(S, S, 3)`` pixels, as :func:`load_image` decodes a file.
 
     ``max_pixels`` refuses images whose header announces more pixels (before decoding them).
+    ``opened=True``: ``source`` is an image :func:`open_header` opened (nothing decoded yet),
+    decoded exactly as its file would be.
     """
-    if max_pixels is not None and not isinstance(source, np.ndarray):
-        source = open_header(source, max_pixels)
-    size = preprocessing["image_size"]
-    return load_image(source, tuple(size), interpolation=preprocessing.get("interpolation", "bilinear"),
-                      fit=preprocessing.get("fit", "stretch"))
+    size = tuple(preprocessing["image_size"])
+    interpolation, fit = preprocessing.get("interpolation", "bilinear"), preprocessing.get("fit", "stretch")
+    if max_pixels is not None and not isinstance(source, (np.ndarray, Image.Image)):
+        source, opened = open_header(source, max_pixels), True
+    if opened:
+        with source:
+            return decode_opened(source, size, interpolation, fit)
+    return load_image(source, size, interpolation=interpolation, fit=fit)
 
 
 def _decode_or_error(item: _Item, preprocessing: dict, max_pixels: int | None):

@@ -22,6 +22,7 @@ Safety and bounded memory:
 # (``request: Request``) at run time, and ``Request`` is imported inside create_app.
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import threading
@@ -334,9 +335,10 @@ def create_app(run, **options):
             img = open_header(data, opts.max_pixels)
             w, h = img.size
             if w * h <= INLINE_DECODE_PIXELS:
-                pixels = decode(img, preprocessing)
+                pixels = decode(img, preprocessing, opened=True)
             else:
-                pixels = await asyncio.get_running_loop().run_in_executor(decoder, decode, img, preprocessing)
+                pixels = await asyncio.get_running_loop().run_in_executor(
+                    decoder, functools.partial(decode, img, preprocessing, opened=True))
         except ImageTooLargeError as e:
             return error(413, str(e))
         except Exception as e:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.pipeline import decode_key, make_dataset
+from ..data.pipeline import make_dataset
 from ..io import TMP_PREFIX
 from ..progress import bar as progress_bar
 
@@ -29,7 +29,7 @@ def feature_key(built, ds, image_size: int, views: int, seed: int) -> str:
         st = os.stat(weights)
         weights = f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}"
     parts = {
-        "files": decode_key([ds.root / r.path for r in ds._order], image_size, ds.interpolation, ds.fit),
+        "files": ds.decode_key(image_size),
         "model": built.spec.name, "alpha": built.alpha, "weights": weights,
         "pooling": type(built.feature_extractor.layers[-1]).__name__ if built.feature_extractor else None,
         "precision": __import__("keras").mixed_precision.global_policy().name,
@@ -75,30 +75,35 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     extra = views - 1 if augmentation is not None else 0
     key = feature_key(built, ds, image_size, views if extra else 1, seed)
     train_idx = ds.indices("train")
-    total = n + extra * len(train_idx)
+    used = np.sort(np.concatenate([ds.indices(s) for s in ("train", "validation", "test")]))
+    total = len(used) + extra * len(train_idx)
     bar = progress_bar(total, "backbone features", progress)
 
     @tf.function(reduce_retracing=True)
     def plain_step(x):
-        return extractor(x, training=False)
+        return extractor(tf.cast(x, tf.float32), training=False)
 
     @tf.function(reduce_retracing=True)
     def augmented_step(x):
-        return extractor(augmentation(x, training=True), training=False)
+        return extractor(augmentation(tf.cast(x, tf.float32), training=True), training=False)
 
-    def run(step, indices, out):
+    def run(step, indices, out, at=None):
+        """Features of ``images[indices]`` into ``out`` in order, or at rows ``at`` of it."""
         labels = np.zeros(len(images), np.int32)
         pipe = make_dataset(images, labels, indices, batch_size=batch_size)
         pos = 0
         for x, _ in pipe:
             f = step(x).numpy()
-            out[pos: pos + len(f)] = f
+            if at is None:
+                out[pos: pos + len(f)] = f
+            else:
+                out[at[pos: pos + len(f)]] = f
             pos += len(f)
             bar.update(len(f))
 
     try:
         plain = _save_atomic(folder, f"features-{key}-plain.npy", (n, d),
-                             lambda out: run(plain_step, np.arange(n), out))
+                             lambda out: run(plain_step, used, out, at=used))  # bad files' rows stay 0
         if extra:
             tf.random.set_seed(seed)
 

@@ -324,7 +324,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
                 features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                             folder=run.cache_dir, progress=progress)
             plain, augmented = features
-            labels_all = np.concatenate([ds.labels(s) for s in ("train", "validation", "test")])
+            labels_all = ds.row_labels()
             common = dict(batch_size=cfg.batch_size, seed=cfg.seed, one_hot=one_hot, num_classes=ds.num_classes)
             train_data = feature_dataset(plain, augmented, labels_all, ds.indices("train"), shuffle=True,
                                          train_rows=ds.indices("train"), **common)
