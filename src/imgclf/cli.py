@@ -232,7 +232,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pooling", choices=("avg", "max"))
     g.add_argument("--views", type=int, help="cached augmented views per image for a frozen backbone")
     g.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every epoch")
-    g.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    g.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+                   help="compute precision (default auto: bfloat16 for CNNs trained from scratch on CPUs "
+                        "with native bfloat16, else float32); the saved model is float32")
     g.add_argument("--jit", action="store_true", help="compile with XLA")
     g.add_argument("--strategy", choices=("auto", "none", "mirrored", "multi-worker"))
     g.add_argument("--deterministic", action="store_true", help="deterministic ops (slower)")

@@ -157,16 +157,49 @@ def test_mixed_precision_keeps_float32_probabilities(class_tree, tmp_path, preci
     import keras
 
     ds = _ds(class_tree)
-    try:
-        run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=1, image_size=32, progress=False,
-                           precision=precision, jit=True)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=1, image_size=32, progress=False,
+                       precision=precision, jit=True)
+    assert keras.mixed_precision.global_policy().name == "float32"  # the caller's policy is left as it was
     assert run.config.precision == precision and run.config.jit
     assert np.isfinite(run.history()["loss"][0])
+    # the saved model computes in float32, whatever the training precision
+    assert {layer.dtype_policy.name for layer in run.model._flatten_layers(include_self=False)} == {"float32"}
+    fresh = imgclf.build_model("cnn_aug_pre", 2, 32).model
+    fresh.set_weights(run.model.get_weights())
+    x = ds.images("test").astype(np.float32)
+    np.testing.assert_allclose(run.model.predict(x, verbose=0), fresh.predict(x, verbose=0), atol=1e-6)
     probs = run.model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
     assert probs.dtype == np.float32
-    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_auto_precision(monkeypatch):
+    from imgclf.models import get_spec
+    from imgclf.training import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_bfloat16", lambda: True)
+    assert trainer.resolve_precision("auto", get_spec("cnn")) == "mixed_bfloat16"
+    assert trainer.resolve_precision("auto", get_spec("mobilenet_v2")) == "float32"  # features stay exact
+    assert trainer.resolve_precision("float32", get_spec("cnn")) == "float32"
+    monkeypatch.setattr(trainer, "cpu_has_bfloat16", lambda: False)
+    assert trainer.resolve_precision("auto", get_spec("cnn")) == "float32"
+    assert trainer.resolve_precision("mixed_float16", get_spec("cnn")) == "mixed_float16"
+
+
+def test_mixed_transfer_model_is_saved_in_float32(class_tree, tmp_path):
+    import keras
+
+    ds = _ds(class_tree)
+    run = imgclf.train(ds, "mobilenet_v2", output=tmp_path / "run", epochs=1, image_size=32, progress=False,
+                       weights=None, precision="mixed_bfloat16", feature_cache=False)
+    model = run.model
+    assert {layer.dtype_policy.name for layer in model._flatten_layers(include_self=False)} == {"float32"}
+    # the same weights as a model built in float32 from scratch: nothing left of bfloat16
+    fresh = imgclf.build_model("mobilenet_v2", 2, 32, weights=None).model
+    fresh.set_weights(model.get_weights())
+    x = ds.images("test").astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), fresh.predict(x, verbose=0), atol=1e-6)
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_overwrite_starts_afresh(class_tree, tmp_path):

@@ -63,6 +63,53 @@ def plan(cfg: TrainConfig, is_transfer: bool) -> list[tuple[str, int]]:
     return stages
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, spec) -> str:
+    """``auto`` made concrete (see :attr:`TrainConfig.precision`); other values as they are."""
+    if precision != "auto":
+        return precision
+    if spec.is_transfer:
+        # a frozen backbone's features are computed once: float32 keeps them exact (the saved
+        # model is checked against them) at little cost
+        return "float32"
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU") and cpu_has_bfloat16():
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def float32_model(cfg: TrainConfig, num_classes: int, built):
+    """The model of ``built`` rebuilt with every layer computing in float32, same weights (a
+    mixed-precision model keeps float32 variables), so that what is saved predicts, exports
+    and serves the same on any machine."""
+    from ..models import build_model
+
+    keras = _keras()
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        plain = build_model(cfg.model, num_classes, cfg.image_size, weights=None, alpha=cfg.alpha,
+                            augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
+                            seed=cfg.seed).model
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    plain.set_weights(built.model.get_weights())
+    return plain
+
+
 def _verbose(progress: bool) -> int:
     if not progress:
         return 0
@@ -97,6 +144,7 @@ def train(
     dist = _distribution(cfg, workers, worker_index)
     spec = get_spec(cfg.model)
     image_size = check_image_size(spec, cfg.image_size)
+    cfg.precision = resolve_precision(cfg.precision, spec)
     if cfg.label_smoothing is None:
         # timm's default for fine-tuning pretrained backbones; the study's CNNs keep the blog's loss
         cfg.label_smoothing = 0.1 if spec.is_transfer else 0.0
@@ -192,11 +240,15 @@ def _build(cfg: TrainConfig, num_classes: int, dist):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(cfg.precision)
-    with dist.scope():
-        return build_model(cfg.model, num_classes, cfg.image_size, weights=cfg.weights, alpha=cfg.alpha,
-                           augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
-                           seed=cfg.seed)
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(cfg.precision)  # layers keep the policy they are built with
+    try:
+        with dist.scope():
+            return build_model(cfg.model, num_classes, cfg.image_size, weights=cfg.weights, alpha=cfg.alpha,
+                               augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
+                               seed=cfg.seed)
+    finally:
+        keras.mixed_precision.set_global_policy(before)
 
 
 def _optimizer(cfg: TrainConfig, learning_rate: float):
@@ -404,8 +456,9 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
             features: np.ndarray | None, progress: bool) -> None:
     from ..evaluation import predict_split, scores
 
+    final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
-        built.model.save(tmp)
+        final.save(tmp)
     # Score the model as it was saved, outside any distribution strategy. With the backbone
     # frozen to the end, the saved model's output is the head's output on the cached
     # features: check that on a sample of images end to end, then score every image from
