@@ -20,6 +20,8 @@ from _common import DATA, REFERENCE, WEIGHTS, fresh_cache, machine, measure, ref
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--precision", default="auto",
+                   help="imgclf's --precision (default auto: bfloat16 where the CPU has it natively)")
     a = p.parse_args()
 
     ref = measure("path", str(REFERENCE), ["--data", DATA, "--weights", WEIGHTS, "--models", "1,2",
@@ -30,13 +32,14 @@ def main() -> None:
     ours, metrics = {}, {}
     for name in ("cnn", "cnn_aug"):
         ours[name] = measure("module", "imgclf", ["train", DATA, "--model", name, "--image-size", 160,
-                                                  "--epochs", a.epochs, "--output", f"{out}/{name}", "-q"],
+                                                  "--epochs", a.epochs, "--precision", a.precision, "--output", f"{out}/{name}", "-q"],
                              env={"IMGCLF_CACHE": cache})
         metrics[name] = json.load(open(f"{out}/{name}/metrics.json"))
+        metrics[name]["precision"] = json.load(open(f"{out}/{name}/config.json"))["train"]["precision"]
 
     ref_fit = sum(m["fit_wall_s"] for m in ref_models.values())
     our_wall = sum(o["wall_s"] for o in ours.values())
-    print(f"machine: {machine()}; 160x160, {a.epochs} epochs")
+    print(f"machine: {machine()}; 160x160, {a.epochs} epochs; imgclf precision: {metrics['cnn']['precision']}")
     print(f"{'':22} {'wall s':>8} {'best val':>9} {'test acc':>9} {'peak RSS MB':>12}")
     print(f"{'reference models 1+2':22} {ref['wall_s']:>8.1f} {'':>9} {'':>9} {ref['peak_rss_mb']:>12.0f}")
     for n, name in ((1, "cnn"), (2, "cnn_aug")):
@@ -53,6 +56,7 @@ def main() -> None:
                       "reference": ref_models, "imgclf": {k: {"wall_s": ours[k]["wall_s"],
                                                               "test_accuracy": metrics[k]["test"]["accuracy"],
                                                               "best_val_accuracy": metrics[k]["best_val_accuracy"],
+                                                              "precision": metrics[k]["precision"],
                                                               "peak_rss_mb": ours[k]["peak_rss_mb"]} for k in ours}}))
 
 
