@@ -66,6 +66,8 @@ def test_bad_files_are_left_out(class_tree, tmp_path):
     used = np.concatenate([ds.indices(s) for s in SPLITS])
     assert len(used) == 32 and not set(bad_rows) & set(used.tolist())  # no bad file reaches the pipeline
     assert sum(int(x.shape[0]) for s in SPLITS for x, _ in ds.tf_dataset(s, batch_size=8)) == 32
+    uncached = _load(class_tree, tmp_path, cache_mode="none")  # decoded on the fly: bad files skipped too
+    assert sum(int(x.shape[0]) for s in SPLITS for x, _ in uncached.tf_dataset(s, batch_size=8)) == 32
     assert (class_tree / "cats" / "broken.jpg").exists()
 
 
@@ -177,3 +179,27 @@ def test_files_added_after_a_scan(tmp_path, monkeypatch):
 def test_no_predecode_without_a_decode_cache(class_tree, tmp_path):
     ds = _load(class_tree, tmp_path, cache_mode="none")
     assert ds.report.pixels is None
+
+
+def test_a_row_the_scan_could_not_write_is_decoded_again(tmp_path, monkeypatch):
+    """A scratch row lost to a full disk never becomes a black image in the cache."""
+    import importlib
+
+    scan = importlib.import_module("imgclf.data.scan")
+    root = make_class_tree(tmp_path / "d", {"a": 4, "b": 4}, size=(40, 30))
+    real_write = scan.ScanPixels.write
+
+    def write(self, row, pixels):
+        if row == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(self, row, pixels)
+
+    monkeypatch.setattr(scan.ScanPixels, "write", write)
+    ds = load_dataset(root, image_size=16, cache=tmp_path / "c", progress=False)
+    assert ds.report.pixels is not None and not ds.report.pixels.complete
+    pixels = np.asarray(ds.decoded())
+    from imgclf.data.images import load_image
+
+    for split in SPLITS:
+        for row, path in zip(ds.indices(split), ds.paths(split)):
+            assert np.array_equal(pixels[row], load_image(path, 16)), path

@@ -186,3 +186,14 @@ def test_uploaded_bytes_decode_like_the_file(tmp_path, kind):
     data = path.read_bytes()
     assert np.array_equal(decode(data, pre, max_pixels=10**6), expected)
     assert np.array_equal(decode(open_header(data, 10**6), pre, opened=True), expected)
+
+
+def test_max_pixels_applies_to_an_opened_image(tmp_path):
+    from imgclf.inference.predict import ImageTooLargeError
+
+    path = write_image(tmp_path / "big.png", "png", size=(300, 200))
+    pre = {"image_size": [16, 16]}
+    with Image.open(path) as img, pytest.raises(ImageTooLargeError, match="300x200"):
+        decode(img, pre, max_pixels=10_000)
+    with Image.open(path) as img:
+        assert decode(img, pre, max_pixels=60_000).shape == (16, 16, 3)

@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError
 from ..io import TMP_PREFIX
 from .images import FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
 
-DECODE_VERSION = 1
+DECODE_VERSION = 2  # 2: libjpeg-turbo scaled decode, box reduction + OpenCV resize
 CACHE_MODES = ("disk", "memory", "none")
 
 
@@ -279,7 +279,7 @@ def make_dataset(
         )
         return ds.prefetch(tf.data.AUTOTUNE)
     else:
-        path_list = [os.fspath(p) for p in paths]
+        path_list = [os.fspath(p) if p is not None else "" for p in paths]  # None: a bad file, never read
 
         def decode(i):
             return load_image(path_list[int(i)], (h, w), interpolation=interpolation, fit=fit), labels[int(i)]

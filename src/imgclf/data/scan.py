@@ -655,7 +655,9 @@ def scan(
         cached=len(found) - len(todo),
     )
     if store is not None and store.rows:
-        store.complete = len(todo) == len(found)  # then row i is records[i]
+        # row i is records[i], and every good file's row was written
+        store.complete = len(todo) == len(found) and all(
+            i in got for i in range(len(found)) if results[i].get("ok"))
         report.pixels = store
     elif store is not None:
         store.close()

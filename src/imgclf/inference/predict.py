@@ -269,7 +269,11 @@ def decode(source, preprocessing: dict, max_pixels: int | None = None, *, opened
     """
     size = tuple(preprocessing["image_size"])
     interpolation, fit = preprocessing.get("interpolation", "bilinear"), preprocessing.get("fit", "stretch")
-    if max_pixels is not None and not isinstance(source, (np.ndarray, Image.Image)):
+    if max_pixels is not None and isinstance(source, Image.Image):
+        w, h = source.size
+        if w * h > max_pixels:
+            raise ImageTooLargeError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels")
+    elif max_pixels is not None and not isinstance(source, np.ndarray):
         source, opened = open_header(source, max_pixels), True
     if opened:
         with source:

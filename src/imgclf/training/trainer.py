@@ -212,6 +212,10 @@ def resume(run_dir: str | os.PathLike, *, data=None, progress: bool = True,
     ds = run.dataset(data=data, progress=progress and dist.is_chief)
     if ds.class_names != run.class_names:
         raise RunError(f"the data now has classes {ds.class_names}, the run was started with {run.class_names}")
+    if cfg.precision == "auto":  # a config written by hand: resolve it as a new run would
+        from ..models import get_spec
+
+        cfg.precision = resolve_precision(cfg.precision, get_spec(cfg.model))
     built = _build(cfg, ds.num_classes, dist)
     return _fit(run, cfg, ds, built, dist, progress=progress and dist.is_chief)
 
@@ -467,6 +471,10 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     # the features instead of running the backbone over them again.
     model = run.model
     metrics = {}
+    if features is not None and cfg.precision != "float32":
+        # features computed in 16 bits differ from the float32 model that was saved: score
+        # the saved model itself
+        features = None
     if features is not None:
         parity = _feature_parity(model, built, ds, features, cfg.image_size)
         metrics["feature_parity_max_abs_diff"] = parity
