@@ -254,6 +254,11 @@ def open_header(source, max_pixels: int) -> Image.Image:
             img = open_image(source)
         except Image.DecompressionBombError:
             raise ImageTooLargeError(f"image has too many pixels (over the limit of {max_pixels:,} pixels)") from None
+    return check_pixels(img, max_pixels)
+
+
+def check_pixels(img: Image.Image, max_pixels: int) -> Image.Image:
+    """``img``, or :class:`ImageTooLargeError` if its header announces over ``max_pixels``."""
     w, h = img.size
     if w * h > max_pixels:
         raise ImageTooLargeError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels")
@@ -270,9 +275,7 @@ def decode(source, preprocessing: dict, max_pixels: int | None = None, *, opened
     size = tuple(preprocessing["image_size"])
     interpolation, fit = preprocessing.get("interpolation", "bilinear"), preprocessing.get("fit", "stretch")
     if max_pixels is not None and isinstance(source, Image.Image):
-        w, h = source.size
-        if w * h > max_pixels:
-            raise ImageTooLargeError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels")
+        check_pixels(source, max_pixels)
     elif max_pixels is not None and not isinstance(source, np.ndarray):
         source, opened = open_header(source, max_pixels), True
     if opened:

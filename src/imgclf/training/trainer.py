@@ -95,17 +95,7 @@ def float32_model(cfg: TrainConfig, num_classes: int, built):
     """The model of ``built`` rebuilt with every layer computing in float32, same weights (a
     mixed-precision model keeps float32 variables), so that what is saved predicts, exports
     and serves the same on any machine."""
-    from ..models import build_model
-
-    keras = _keras()
-    before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        plain = build_model(cfg.model, num_classes, cfg.image_size, weights=None, alpha=cfg.alpha,
-                            augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
-                            seed=cfg.seed).model
-    finally:
-        keras.mixed_precision.set_global_policy(before)
+    plain = _build_in("float32", cfg, num_classes, weights=None).model
     plain.set_weights(built.model.get_weights())
     return plain
 
@@ -236,21 +226,28 @@ def _wait_for_chief(run: Run, timeout: float = 600.0) -> None:
 
 
 def _build(cfg: TrainConfig, num_classes: int, dist):
-    from ..models import build_model
-
     keras = _keras()
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    with dist.scope():
+        return _build_in(cfg.precision, cfg, num_classes, weights=cfg.weights)
+
+
+def _build_in(precision: str, cfg: TrainConfig, num_classes: int, *, weights):
+    """The model ``cfg`` describes, its layers computing in ``precision``; the global policy is
+    left as it was (layers keep the policy they are built with)."""
+    from ..models import build_model
+
+    keras = _keras()
     before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(cfg.precision)  # layers keep the policy they are built with
+    keras.mixed_precision.set_global_policy(precision)
     try:
-        with dist.scope():
-            return build_model(cfg.model, num_classes, cfg.image_size, weights=cfg.weights, alpha=cfg.alpha,
-                               augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
-                               seed=cfg.seed)
+        return build_model(cfg.model, num_classes, cfg.image_size, weights=weights, alpha=cfg.alpha,
+                           augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
+                           seed=cfg.seed)
     finally:
         keras.mixed_precision.set_global_policy(before)
 
