@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 
 from imgclf import io
@@ -30,3 +31,24 @@ def test_remove_partial_touches_only_our_temporary_files(tmp_path):
     (tmp_path / ".eslintrc.json").write_text("user")
     assert io.remove_partial(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".env.local", ".eslintrc.json"]
+
+
+def test_write_at_writes_every_byte_even_when_the_system_writes_in_pieces(tmp_path, monkeypatch):
+    real_pwrite = os.pwrite
+    calls = []
+
+    def short_pwrite(fd, data, offset):  # a file system that takes at most 1000 bytes a call
+        calls.append(offset)
+        return real_pwrite(fd, bytes(data[:1000]), offset)
+
+    monkeypatch.setattr(os, "pwrite", short_pwrite)
+    path = tmp_path / "rows.bin"
+    path.write_bytes(b"\0" * 10)
+    data = np.arange(4096, dtype=np.uint16).astype(np.uint8)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        io.write_at(fd, data, 10)
+    finally:
+        os.close(fd)
+    assert len(calls) == 5
+    assert path.read_bytes() == b"\0" * 10 + data.tobytes()

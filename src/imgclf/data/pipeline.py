@@ -20,7 +20,7 @@ import numpy as np
 
 from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
-from ..io import TMP_PREFIX
+from ..io import TMP_PREFIX, write_at
 from .images import FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
 
 DECODE_VERSION = 2  # 2: libjpeg-turbo scaled decode, box reduction + OpenCV resize
@@ -152,7 +152,7 @@ class _RowWriter:
         os.ftruncate(self._fd, self.offset + self.row_bytes * shape[0])
 
     def __setitem__(self, i: int, row: np.ndarray) -> None:
-        os.pwrite(self._fd, np.ascontiguousarray(row, dtype=np.uint8).tobytes(), self.offset + i * self.row_bytes)
+        write_at(self._fd, np.ascontiguousarray(row, dtype=np.uint8), self.offset + i * self.row_bytes)
 
     def close(self) -> None:
         os.fsync(self._fd)

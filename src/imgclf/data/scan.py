@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..progress import bar as progress_bar
 from ..errors import DataError
-from ..io import TMP_PREFIX
+from ..io import TMP_PREFIX, write_at
 from .images import EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_workers, orientation
 from .sources import DataSource, cache_dir
 
@@ -490,11 +490,7 @@ class ScanPixels:
         self.rows: dict[str, int] = {}
 
     def write(self, row: int, pixels: np.ndarray) -> None:
-        data = memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B")
-        offset = self.offset + row * self.row_bytes
-        while len(data):
-            done = os.pwrite(self._fd, data, offset)
-            data, offset = data[done:], offset + done
+        write_at(self._fd, np.ascontiguousarray(pixels, dtype=np.uint8), self.offset + row * self.row_bytes)
 
     def get(self, rel_path: str) -> np.ndarray | None:
         row = self.rows.get(rel_path)
