@@ -51,8 +51,9 @@ def _add_data_options(p: argparse.ArgumentParser, *, data_required: bool = True)
     p.add_argument("--test", type=float, default=0.1, help="test fraction (class-per-folder data)")
     p.add_argument("--seed", type=int, default=42, help="seed for splits, shuffling and initialisation")
     p.add_argument("--splits", help="reuse the split lists in this folder (e.g. RUN/splits)")
-    p.add_argument("--fit", choices=("stretch", "crop", "pad"), default="stretch",
-                   help="how to bring images to the input size")
+    p.add_argument("--fit", choices=("crop", "stretch", "pad"), default="crop",
+                   help="how to bring images to the input size: keep the aspect ratio and centre-crop "
+                        "(default), stretch (Keras' default) or pad")
     p.add_argument("--interpolation", choices=("bilinear", "nearest", "bicubic", "lanczos", "area"),
                    default="bilinear")
     p.add_argument("--cache", choices=("disk", "memory", "none"), default="disk",
@@ -128,6 +129,14 @@ def _print_metrics(run) -> None:
     print(f"run folder: {run.path}")
     if parts:
         print(", ".join(parts))
+    tuned = m.get("fine_tune")
+    if tuned:
+        before, after = tuned["validation_accuracy"]["head"], tuned["validation_accuracy"]["fine_tuned"]
+        if tuned["kept"]:
+            print(f"fine-tuning: validation accuracy {before:.1%} -> {after:.1%}")
+        else:
+            print(f"fine-tuning lowered validation accuracy ({before:.1%} -> {after:.1%}): "
+                  "the model keeps the head stage's weights")
 
 
 def cmd_train(args) -> int:

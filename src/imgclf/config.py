@@ -23,7 +23,7 @@ class DataConfig:
     validation: float = 0.2
     test: float = 0.1
     seed: int = 42
-    fit: str = "stretch"
+    fit: str = "crop"  # imgclf.data.images.DEFAULT_FIT
     interpolation: str = "bilinear"
     cache_mode: str = "disk"
 

@@ -133,6 +133,13 @@ def test_fit_crop(tmp_path):
     assert _red(load_image(_banded(tmp_path), (15, 30), fit="crop")[:, :4]).all()
 
 
+def test_images_keep_their_aspect_ratio_by_default(tmp_path):
+    """Like timm and fastai, and as ImageNet backbones saw their images: centre-cropped, not
+    stretched (Keras' default)."""
+    assert np.array_equal(load_image(_banded(tmp_path), (30, 30)),
+                          load_image(_banded(tmp_path), (30, 30), fit="crop"))
+
+
 def test_fit_pad(tmp_path):
     a = load_image(_banded(tmp_path), (30, 30), fit="pad")
     assert a.shape == (30, 30, 3)
@@ -165,7 +172,7 @@ def test_scaled_jpeg_decoding_is_close_to_full_decoding(tmp_path):
     base = np.kron(rng.integers(0, 256, (30, 40, 3)), np.ones((10, 10, 1))).astype(np.uint8)
     p = tmp_path / "big.jpg"
     Image.fromarray(base).filter(ImageFilter.GaussianBlur(2)).save(p, quality=95)
-    fast = load_image(p, (100, 100)).astype(int)
+    fast = load_image(p, (100, 100), fit="stretch").astype(int)
     with Image.open(p) as im:
         full = im.convert("RGB")
         slow = resize_image(full, 100, 100, "bilinear").astype(int)

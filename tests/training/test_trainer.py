@@ -5,12 +5,14 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
 import imgclf
+from imgclf.cli import _print_metrics
 from imgclf.errors import ConfigError, RunError
-from tests.conftest import run_cli_subprocess
+from tests.conftest import MOBILENET_WEIGHTS, requires_weights, run_cli_subprocess
 
 
 def _ds(path, size=32, **kw):
@@ -67,6 +69,36 @@ def test_transfer_head_then_fine_tune(class_tree, tmp_path):
     assert model.input_shape == (None, 32, 32, 3)
     probs = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
     assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
+
+
+def test_fine_tuning_is_recorded_against_the_head_stage(class_tree, tmp_path):
+    ds = _ds(class_tree)
+    run = imgclf.train(ds, "mobilenet_v2", output=tmp_path / "run", epochs=2, fine_tune=10, fine_tune_epochs=1,
+                       image_size=32, weights=None, progress=False)
+    h, verdict = run.history(), run.metrics()["fine_tune"]
+    assert verdict["validation_accuracy"] == {"head": h["val_accuracy"][1], "fine_tuned": h["val_accuracy"][2]}
+    assert verdict["kept"] == (h["val_accuracy"][2] >= h["val_accuracy"][1])
+    assert set(verdict["test_accuracy"]) == {"head", "fine_tuned"}
+
+
+@requires_weights
+def test_fine_tuning_that_lowers_validation_accuracy_is_undone(class_tree, tmp_path, capsys):
+    """A fine-tune that wrecks the model (every layer at a huge learning rate) is not kept:
+    the saved model is the head stage's, and the run says so."""
+    ds = _ds(class_tree, size=64)
+    run = imgclf.train(ds, "mobilenet_v2", output=tmp_path / "run", epochs=4, fine_tune=1000, fine_tune_epochs=2,
+                       fine_tune_lr_factor=1.0, learning_rate=0.05, image_size=64, weights=str(MOBILENET_WEIGHTS),
+                       progress=False)
+    h, m = run.history(), run.metrics()
+    assert h["stage"][-1] == "fine_tune" and h["val_accuracy"][-1] < h["val_accuracy"][3]
+    assert m["fine_tune"]["kept"] is False
+    images = np.asarray(ds.images("validation"), np.float32)
+    head_stage = keras.models.load_model(run.checkpoints_dir / "head.keras")
+    np.testing.assert_allclose(imgclf.load(run.path).model.predict(images, verbose=0),
+                               head_stage.predict(images, verbose=0), atol=1e-5)
+    assert m["validation"]["accuracy"] == pytest.approx(h["val_accuracy"][3])
+    _print_metrics(run)
+    assert "the model keeps the head stage's weights" in capsys.readouterr().out
 
 
 def test_evaluate_writes_metrics_and_figures(class_tree, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .images import as_size, load_image
+from .images import DEFAULT_FIT, as_size, load_image
 from .pipeline import DiskArray, check_options, decode_images, decode_key, make_dataset
 from .scan import ImageRecord, ScanReport, scan
 from .sources import DataSource, cache_dir, resolve_source
@@ -31,7 +31,7 @@ class ImageDataset:
         *,
         image_size: int | tuple[int, int] = 160,
         interpolation: str = "bilinear",
-        fit: str = "stretch",
+        fit: str = DEFAULT_FIT,
         seed: int = 42,
         cache: str | os.PathLike | None = None,
         cache_mode: str = "disk",
@@ -232,7 +232,7 @@ def load_dataset(
     cache: str | os.PathLike | None = None,
     cache_mode: str = "disk",
     interpolation: str = "bilinear",
-    fit: str = "stretch",
+    fit: str = DEFAULT_FIT,
     progress: bool = True,
     predecode: bool = True,
 ) -> ImageDataset:

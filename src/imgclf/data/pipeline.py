@@ -21,7 +21,7 @@ import numpy as np
 from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
 from ..io import TMP_PREFIX, write_at
-from .images import FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
+from .images import DEFAULT_FIT, FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
 
 DECODE_VERSION = 2  # 2: libjpeg-turbo scaled decode, box reduction + OpenCV resize
 CACHE_MODES = ("disk", "memory", "none")
@@ -164,7 +164,7 @@ def decode_images(
     image_size,
     *,
     interpolation: str = "bilinear",
-    fit: str = "stretch",
+    fit: str = DEFAULT_FIT,
     cache_mode: str = "disk",
     cache_folder: str | os.PathLike | None = None,
     workers: int | None = None,
@@ -226,7 +226,7 @@ def make_dataset(
     paths: list[Path] | None = None,
     image_size=None,
     interpolation: str = "bilinear",
-    fit: str = "stretch",
+    fit: str = DEFAULT_FIT,
     shard: tuple[int, int] | None = None,
     repeat: bool = False,
     dtype: str = "uint8",

@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from ..progress import bar as progress_bar
 from ..errors import DataError
 from ..io import TMP_PREFIX, write_at
-from .images import EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_workers, orientation
+from .images import DEFAULT_FIT, EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_workers, orientation
 from .sources import DataSource, cache_dir
 
 SCAN_VERSION = 1
@@ -266,7 +266,7 @@ def check_file(path: str | os.PathLike) -> dict:
 
 
 def check_and_decode(
-    path: str | os.PathLike, image_size, *, interpolation: str = "bilinear", fit: str = "stretch"
+    path: str | os.PathLike, image_size, *, interpolation: str = "bilinear", fit: str = DEFAULT_FIT
 ) -> tuple[dict, np.ndarray | None]:
     """:func:`check_file` that also returns the pixels :func:`load_image` would give (or ``None``).
 

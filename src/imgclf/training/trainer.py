@@ -312,9 +312,9 @@ class _EpochCheckpoint:
         return EpochCheckpoint(*args, **kwargs)
 
 
-def _load_checkpoint(checkpoint: Path):
+def _load_checkpoint(checkpoint: Path, *, compile: bool = True):
     try:
-        return _keras().models.load_model(checkpoint, safe_mode=True)
+        return _keras().models.load_model(checkpoint, safe_mode=True, compile=compile)
     except Exception as e:
         raise RunError(f"checkpoint {checkpoint} cannot be read ({first_line(e, 160)}); "
                        "delete it to restart that stage") from None
@@ -373,6 +373,10 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
                 _restore(train_model, ckpt)
             else:  # an earlier stage finished: carry its weights into this one
                 _restore_into_model(built, ckpt, state.get("stage"))
+        if stage == "fine_tune" and state.get("stage") != stage and dist.is_chief:
+            # the model as the head stage left it, to go back to if fine-tuning does not help
+            with io.atomic_path(run.checkpoints_dir / HEAD_CHECKPOINT, suffix=".keras") as tmp:
+                built.model.save(tmp)
         fit_args = {}
         if use_features:
             if features is None:
@@ -412,12 +416,45 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             built.unfreeze(cfg.fine_tune)
         _restore_into_model(built, run.checkpoints_dir / last["checkpoint"], last.get("stage"))
     if dist.is_chief:
+        verdict = _fine_tune_verdict(run, cfg, ds, built, rows) if stages[-1][0] == "fine_tune" else None
         last_on_features = feature_cache and stages[-1][0] == "head"
         if last_on_features and features is None:
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                         folder=run.cache_dir, progress=progress)
-        _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None, progress=progress)
+        _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
+                fine_tune=verdict, progress=progress)
     return run
+
+
+HEAD_CHECKPOINT = "head.keras"  # in checkpoints/: the end-to-end model when the head stage ended
+
+
+def _fine_tune_verdict(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict]) -> dict | None:
+    """Keep fine-tuning only if it did not lower validation accuracy below the head stage's.
+
+    Otherwise the head stage's weights go back into ``built`` (backbone frozen again), as
+    Keras' ``restore_best_weights`` would: a choice made on the validation split alone. The
+    test accuracy of both is recorded, not used. ``None`` without a validation split.
+    """
+    from ..evaluation import predict_split, scores
+
+    head = [r.get("val_accuracy") for r in rows if r["stage"] == "head"]
+    tuned = [r.get("val_accuracy") for r in rows if r["stage"] == "fine_tune"]
+    path = run.checkpoints_dir / HEAD_CHECKPOINT
+    if not head or not tuned or head[-1] is None or tuned[-1] is None or not path.is_file():
+        return None
+    saved = _load_checkpoint(path, compile=False)
+
+    def test_accuracy(model):
+        return scores(predict_split(model, ds, "test", cfg.image_size, cfg.batch_size), ds.labels("test"))["accuracy"]
+
+    verdict = {"kept": tuned[-1] >= head[-1],
+               "validation_accuracy": {"head": head[-1], "fine_tuned": tuned[-1]},
+               "test_accuracy": {"head": test_accuracy(saved), "fine_tuned": test_accuracy(built.model)}}
+    if not verdict["kept"]:
+        built.model.set_weights(saved.get_weights())
+        built.unfreeze(0)
+    return verdict
 
 
 def _image_data(cfg: TrainConfig, ds: ImageDataset, dist, one_hot: bool):
@@ -456,7 +493,7 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 
 
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
-            features: np.ndarray | None, progress: bool) -> None:
+            features: np.ndarray | None, fine_tune: dict | None = None, progress: bool) -> None:
     from ..evaluation import predict_split, scores
 
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
@@ -483,6 +520,8 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
         else:
             probs = predict_split(model, ds, split, cfg.image_size, cfg.batch_size)
         metrics[split] = scores(probs, ds.labels(split))
+    if fine_tune is not None:
+        metrics["fine_tune"] = fine_tune
     majority, base = ds.baseline("test")
     metrics["baseline"] = {"majority_class": majority, "test_accuracy": base,
                            "validation_accuracy": ds.baseline("validation")[1]}
