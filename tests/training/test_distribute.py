@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -42,20 +43,30 @@ def test_bad_tf_config_is_a_clear_error(monkeypatch):
         choose("auto")
 
 
-def test_two_workers_train_and_only_the_chief_writes(tmp_path):
-    from tests.imagefactory import make_class_tree
-
-    data = make_class_tree(tmp_path / "data", {"red": 24, "blue": 24}, size=(32, 32))
+def _two_workers(data, run_dir):
+    """Train with two local worker processes; ``(exit codes, stderr of each)``."""
     workers = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
-    run_dir = tmp_path / "run"
     common = ["train", data, "--model", "cnn_aug_pre", "--epochs", "2", "--image-size", "32", "--batch-size", "8",
               "--validation", "0.25", "--test", "0.25", "--output", run_dir, "-q", "--workers", workers]
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     procs = [subprocess.Popen([sys.executable, "-m", "imgclf.cli", *map(str, common), "--worker-index", str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in (0, 1)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-2000:]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    return [p.returncode for p in procs], errs
+
+
+def test_two_workers_train_and_only_the_chief_writes(tmp_path):
+    from tests.imagefactory import make_class_tree
+
+    data = make_class_tree(tmp_path / "data", {"red": 24, "blue": 24}, size=(32, 32))
+    run_dir = tmp_path / "run"
+    codes, errs = _two_workers(data, run_dir)
+    if codes != [0, 0] and any("stopped sending heartbeats" in e for e in errs):
+        # TensorFlow's coordination service now and then loses a worker of two on a loaded
+        # two-core machine while they start; one fresh start, as an operator would
+        shutil.rmtree(run_dir, ignore_errors=True)
+        codes, errs = _two_workers(data, run_dir)
+    assert codes == [0, 0], "\n".join(f"worker {i} (exit {c}):\n{e[-1500:]}" for i, (c, e) in enumerate(zip(codes, errs)))
     run = imgclf.load(run_dir)
     assert run.complete and run.history()["epoch"] == [1, 2]
     # one writer: the checkpoints and figures are the chief's alone, and the run is whole

@@ -510,7 +510,9 @@ class ScanPixels:
         ``False`` where the file system cannot (the caller copies the rows instead)."""
         if self._fd is None or not self._linkable:
             return False
-        tmp = target.with_name(f"{TMP_PREFIX}{target.name}")
+        # a name of this process's own: two processes scanning the same data at once (the
+        # workers of one run) must not unlink each other's link before it is renamed
+        tmp = target.with_name(f"{TMP_PREFIX}{os.getpid()}.{target.name}")
         folder_fd = None
         try:
             os.fsync(self._fd)
