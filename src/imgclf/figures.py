@@ -352,13 +352,15 @@ def history(
     history: Mapping[str, Sequence[float]] | Any,
     title: str | None = None,
     fine_tune_epoch: int | None = None,
+    fine_tune_kept: bool = True,
 ) -> Figure:
     """Accuracy and loss per epoch, training vs validation, in two panels.
 
     ``history`` is a Keras ``History.history`` dict (``accuracy``, ``val_accuracy``, ``loss``,
     ``val_loss``; ``acc`` and the ``*_accuracy`` variants are recognised) or a History object.
     Epochs are numbered from 1. With ``fine_tune_epoch`` (the first epoch of the fine-tuning
-    stage) a dashed line separates the stages and the fine-tuning epochs are lightly shaded.
+    stage) a dashed line separates the stages and the fine-tuning epochs are lightly shaded;
+    ``fine_tune_kept=False`` says in the legend that the model kept the head stage's weights.
     Missing series are skipped; a panel with no data says so.
     """
     data = getattr(history, "history", history)
@@ -407,7 +409,10 @@ def history(
             if not ax.lines:
                 continue
             ax.axvspan(edge, right, color=STYLE["palette"][2], alpha=0.07, linewidth=0, zorder=0)
-            ax.axvline(edge, zorder=2, label=f"fine-tuning from epoch {fine_tune_epoch}",
+            label = f"fine-tuning from epoch {fine_tune_epoch}"
+            if not fine_tune_kept:
+                label += f" (not kept: the model is epoch {fine_tune_epoch - 1}'s)"
+            ax.axvline(edge, zorder=2, label=label,
                        **{**STYLE["baseline"], "color": STYLE["palette"][2]})
             ax.set_xlim(0.5, right)
     elif n_epochs:

@@ -181,7 +181,8 @@ class Run:
         from . import figures
 
         return figures.history(self.history(), title=self.meta["train"]["model"],
-                               fine_tune_epoch=self.fine_tune_epoch())
+                               fine_tune_epoch=self.fine_tune_epoch(),
+                               fine_tune_kept=self.metrics().get("fine_tune", {}).get("kept", True))
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"

@@ -175,8 +175,8 @@ def load_image(
 
     ``image_size=None`` keeps the original size. ``fit`` is ``crop`` (the default: cover,
     then centre-crop), ``stretch`` (Keras' default: ignore the aspect ratio) or ``pad``
-    (contain, then pad with black). A numpy array is taken as an image already decoded (HxW, HxWx1, HxWx3 or
-    HxWx4, uint8 or float in 0..255).
+    (contain, then pad with black). A numpy array is taken as an image already decoded (HxW,
+    HxWx1, HxWx3 or HxWx4, uint8 or float in 0..255).
     """
     if fit not in FIT_MODES:
         raise ValueError(f"fit must be one of {FIT_MODES}, got {fit!r}")

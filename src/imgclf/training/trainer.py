@@ -416,7 +416,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             built.unfreeze(cfg.fine_tune)
         _restore_into_model(built, run.checkpoints_dir / last["checkpoint"], last.get("stage"))
     if dist.is_chief:
-        verdict = _fine_tune_verdict(run, cfg, ds, built, rows) if stages[-1][0] == "fine_tune" else None
+        verdict = _fine_tune_verdict(run, cfg, ds, built) if stages[-1][0] == "fine_tune" else None
         last_on_features = feature_cache and stages[-1][0] == "head"
         if last_on_features and features is None:
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
@@ -429,30 +429,29 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
 HEAD_CHECKPOINT = "head.keras"  # in checkpoints/: the end-to-end model when the head stage ended
 
 
-def _fine_tune_verdict(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict]) -> dict | None:
+def _fine_tune_verdict(run: Run, cfg: TrainConfig, ds: ImageDataset, built) -> dict | None:
     """Keep fine-tuning only if it did not lower validation accuracy below the head stage's.
 
     Otherwise the head stage's weights go back into ``built`` (backbone frozen again), as
-    Keras' ``restore_best_weights`` would: a choice made on the validation split alone. The
-    test accuracy of both is recorded, not used. ``None`` without a validation split.
+    Keras' ``restore_best_weights`` would: a choice made on the validation split alone. Both
+    models are scored as they stand (so weights restored by early stopping count as such);
+    the test accuracy of both is recorded, not used. ``None`` without a validation split.
     """
     from ..evaluation import predict_split, scores
 
-    head = [r.get("val_accuracy") for r in rows if r["stage"] == "head"]
-    tuned = [r.get("val_accuracy") for r in rows if r["stage"] == "fine_tune"]
     path = run.checkpoints_dir / HEAD_CHECKPOINT
-    if not head or not tuned or head[-1] is None or tuned[-1] is None or not path.is_file():
+    if not len(ds.indices("validation")) or not path.is_file():
         return None
-    saved = _load_checkpoint(path, compile=False)
+    head = _load_checkpoint(path, compile=False)
 
-    def test_accuracy(model):
-        return scores(predict_split(model, ds, "test", cfg.image_size, cfg.batch_size), ds.labels("test"))["accuracy"]
+    def accuracy(model, split):
+        return scores(predict_split(model, ds, split, cfg.image_size, cfg.batch_size), ds.labels(split))["accuracy"]
 
-    verdict = {"kept": tuned[-1] >= head[-1],
-               "validation_accuracy": {"head": head[-1], "fine_tuned": tuned[-1]},
-               "test_accuracy": {"head": test_accuracy(saved), "fine_tuned": test_accuracy(built.model)}}
+    val = {"head": accuracy(head, "validation"), "fine_tuned": accuracy(built.model, "validation")}
+    verdict = {"kept": val["fine_tuned"] >= val["head"], "validation_accuracy": val,
+               "test_accuracy": {"head": accuracy(head, "test"), "fine_tuned": accuracy(built.model, "test")}}
     if not verdict["kept"]:
-        built.model.set_weights(saved.get_weights())
+        built.model.set_weights(head.get_weights())
         built.unfreeze(0)
     return verdict
 
