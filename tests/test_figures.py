@@ -234,7 +234,7 @@ def test_history_two_panels_with_fine_tune_marker():
 
 def test_history_says_when_fine_tuning_was_not_kept():
     fig = figures.history(HISTORY, fine_tune_epoch=4, fine_tune_kept=False)
-    assert fine_tune_markers(fig) == ["fine-tuning from epoch 4 (not kept: the model is epoch 3's)"]
+    assert fine_tune_markers(fig) == ["fine-tuning from epoch 4 (not kept: the model is the head stage's)"]
     assert_nothing_clipped(fig)
 
 

@@ -78,7 +78,9 @@ def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, 
             from .data.images import load_image
 
             tl = result["top_losses"]
-            fig = figures.top_losses([load_image(t["path"], run.image_size) for t in tl], [t["true"] for t in tl],
+            prep = run.preprocessing
+            fig = figures.top_losses([load_image(t["path"], run.image_size, fit=prep["fit"],
+                                                 interpolation=prep["interpolation"]) for t in tl], [t["true"] for t in tl],
                                      [t["predicted"] for t in tl], [t["confidence"] for t in tl],
                                      paths=[t["path"] for t in tl], title=f"most confidently wrong ({split})")
             result["figures"]["top_losses"] = str(figures.save(fig, run.figures_dir / f"top_losses_{split}.png"))

@@ -411,7 +411,7 @@ def history(
             ax.axvspan(edge, right, color=STYLE["palette"][2], alpha=0.07, linewidth=0, zorder=0)
             label = f"fine-tuning from epoch {fine_tune_epoch}"
             if not fine_tune_kept:
-                label += f" (not kept: the model is epoch {fine_tune_epoch - 1}'s)"
+                label += " (not kept: the model is the head stage's)"
             ax.axvline(edge, zorder=2, label=label,
                        **{**STYLE["baseline"], "color": STYLE["palette"][2]})
             ax.set_xlim(0.5, right)

@@ -31,12 +31,15 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 def write_at(fd: int, data, offset: int) -> None:
     """Write all of ``data`` (bytes or a contiguous array) at ``offset`` of ``fd``, then ask the
-    kernel to start putting it on disk without waiting (Linux's ``sync_file_range``), so that
-    the ``fsync`` that ends a large write finds little left to do."""
+    kernel to start putting it on disk (Linux's ``sync_file_range``, which returns before the
+    disk is done unless its queue is full), so that the ``fsync`` that ends a large write finds
+    little left to do."""
     view = memoryview(data).cast("B")
     start, length = offset, len(view)
     while len(view):
         done = os.pwrite(fd, view, offset)
+        if done <= 0:
+            raise OSError(f"could not write at offset {offset}: the file system took nothing")
         view, offset = view[done:], offset + done
     if _SYNC_FILE_RANGE is not None:
         _SYNC_FILE_RANGE(fd, start, length, _SYNC_FILE_RANGE_WRITE)

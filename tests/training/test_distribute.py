@@ -51,7 +51,12 @@ def _two_workers(data, run_dir):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     procs = [subprocess.Popen([sys.executable, "-m", "imgclf.cli", *map(str, common), "--worker-index", str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in (0, 1)]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
+    try:
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:  # none left running on a timeout
+            p.kill()
+            p.wait()
     return [p.returncode for p in procs], errs
 
 

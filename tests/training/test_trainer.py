@@ -104,7 +104,7 @@ def test_fine_tuning_that_lowers_validation_accuracy_is_undone(class_tree, tmp_p
     _print_metrics(run)
     assert "the model keeps the head stage's weights" in capsys.readouterr().out
     legend = [t.get_text() for t in run.plot_history().findobj(matplotlib.text.Text)]
-    assert "fine-tuning from epoch 5 (not kept: the model is epoch 4's)" in legend
+    assert "fine-tuning from epoch 5 (not kept: the model is the head stage's)" in legend
 
 
 def test_evaluate_writes_metrics_and_figures(class_tree, tmp_path):
@@ -188,6 +188,38 @@ def test_resume_after_kill_has_no_lost_or_doubled_epochs(tmp_path):
     assert run.complete
     # nothing half-written is left behind
     assert not [p for p in run_dir.rglob(".*") if p.is_file()]
+
+
+def test_a_fine_tune_killed_midway_resumes_against_the_head_stage(tmp_path):
+    from tests.imagefactory import make_class_tree
+
+    data = make_class_tree(tmp_path / "data", {"a": 24, "b": 24}, size=(48, 48))
+    run_dir = tmp_path / "run"
+    args = ["train", data, "--model", "mobilenet_v2", "--weights", "none", "--epochs", "2", "--fine-tune", "20",
+            "--fine-tune-epochs", "12", "--image-size", "48", "--batch-size", "4", "--output", run_dir, "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "imgclf.cli", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run_dir / "checkpoints" / "state.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if state.is_file() and json.loads(state.read_text())["stage"] == "fine_tune":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("fine-tuning never finished an epoch")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    head_stage = (run_dir / "checkpoints" / "head.keras").read_bytes()
+    assert json.loads(state.read_text())["epoch"] < 14 and not (run_dir / "model.keras").exists()
+    done = run_cli_subprocess("train", "--resume", run_dir, "-q")
+    assert done.returncode == 0, done.stderr
+    run = imgclf.load(run_dir)
+    assert run.history()["epoch"] == list(range(1, 15))
+    # the head stage's model was kept as it was, and the verdict was made against it
+    assert (run_dir / "checkpoints" / "head.keras").read_bytes() == head_stage
+    assert set(run.metrics()["fine_tune"]) == {"kept", "validation_accuracy", "test_accuracy"}
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])

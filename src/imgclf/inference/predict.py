@@ -273,6 +273,7 @@ def decode(source, preprocessing: dict, max_pixels: int | None = None, *, opened
     decoded exactly as its file would be.
     """
     size = tuple(preprocessing["image_size"])
+    # an export that does not say how it was fitted came from before crop was the default
     interpolation, fit = preprocessing.get("interpolation", "bilinear"), preprocessing.get("fit", "stretch")
     if max_pixels is not None and isinstance(source, Image.Image):
         check_pixels(source, max_pixels)

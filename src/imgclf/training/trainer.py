@@ -91,12 +91,13 @@ def resolve_precision(precision: str, spec) -> str:
     return "float32"
 
 
-def float32_model(cfg: TrainConfig, num_classes: int, built):
+def float32_model(cfg: TrainConfig, num_classes: int, built, weights: list | None = None):
     """The model of ``built`` rebuilt with every layer computing in float32, same weights (a
     mixed-precision model keeps float32 variables), so that what is saved predicts, exports
-    and serves the same on any machine."""
+    and serves the same on any machine. It belongs to no distribution strategy. ``weights``
+    (a ``get_weights()`` list of the same architecture) replaces ``built``'s."""
     plain = _build_in("float32", cfg, num_classes, weights=None).model
-    plain.set_weights(built.model.get_weights())
+    plain.set_weights(built.model.get_weights() if weights is None else weights)
     return plain
 
 
@@ -434,24 +435,27 @@ def _fine_tune_verdict(run: Run, cfg: TrainConfig, ds: ImageDataset, built) -> d
 
     Otherwise the head stage's weights go back into ``built`` (backbone frozen again), as
     Keras' ``restore_best_weights`` would: a choice made on the validation split alone. Both
-    models are scored as they stand (so weights restored by early stopping count as such);
-    the test accuracy of both is recorded, not used. ``None`` without a validation split.
+    are scored as the saved model would be (float32 copies outside any distribution strategy,
+    where a multi-worker ``predict`` would wait for workers that have finished); the test
+    accuracy of both is recorded, not used. ``None`` without a validation split.
     """
     from ..evaluation import predict_split, scores
 
     path = run.checkpoints_dir / HEAD_CHECKPOINT
     if not len(ds.indices("validation")) or not path.is_file():
         return None
-    head = _load_checkpoint(path, compile=False)
+    head_weights = _load_checkpoint(path, compile=False).get_weights()
+    models = {"head": float32_model(cfg, ds.num_classes, built, weights=head_weights),
+              "fine_tuned": float32_model(cfg, ds.num_classes, built)}
 
-    def accuracy(model, split):
-        return scores(predict_split(model, ds, split, cfg.image_size, cfg.batch_size), ds.labels(split))["accuracy"]
+    def accuracy(split):
+        return {name: scores(predict_split(model, ds, split, cfg.image_size, cfg.batch_size),
+                             ds.labels(split))["accuracy"] for name, model in models.items()}
 
-    val = {"head": accuracy(head, "validation"), "fine_tuned": accuracy(built.model, "validation")}
-    verdict = {"kept": val["fine_tuned"] >= val["head"], "validation_accuracy": val,
-               "test_accuracy": {"head": accuracy(head, "test"), "fine_tuned": accuracy(built.model, "test")}}
+    val = accuracy("validation")
+    verdict = {"kept": val["fine_tuned"] >= val["head"], "validation_accuracy": val, "test_accuracy": accuracy("test")}
     if not verdict["kept"]:
-        built.model.set_weights(head.get_weights())
+        built.model.set_weights(head_weights)
         built.unfreeze(0)
     return verdict
 
