@@ -105,6 +105,12 @@ def test_options_must_match_a_kept_study(done, tree):
         _study(tree, result.output, epochs=2)
 
 
+def test_a_kept_study_refuses_images_fitted_otherwise(done, tree):
+    result, _ = done
+    with pytest.raises(ConfigError, match="fit='crop'.*fit='stretch'"):
+        _study(tree, result.output, fit="stretch")
+
+
 def test_a_killed_study_resumes_keeping_finished_models(done, tree):
     result, _ = done
     out = result.output

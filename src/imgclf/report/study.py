@@ -159,6 +159,9 @@ def study(
             _check_same_options(Run(out / "runs" / name), model_opts[name], spec)
 
     ds = _dataset(data, out, image_size or specs[names[0]].default_image_size, seed, progress, data_options)
+    for name, spec in specs.items():  # and when it saw its images otherwise than this dataset does
+        if (out / "runs" / name / "config.json").is_file():
+            _check_same_images(Run(out / "runs" / name), ds, spec)
     say(f"data: {ds.root} ({len(ds.splits['train'])} train, {len(ds.splits['validation'])} validation, "
         f"{len(ds.splits['test'])} test images; {ds.num_classes} classes)")
 
@@ -350,6 +353,16 @@ def _check_same_options(run: Run, opts: dict, spec) -> None:
         else:
             same = have == want
         if not same:
+            raise ConfigError(
+                f"{run.path} was trained with {key}={have!r}, this study asks for {key}={want!r}; "
+                f"use another --output, or delete {run.path} to train {spec.name} again")
+
+
+def _check_same_images(run: Run, ds: ImageDataset, spec) -> None:
+    """A kept run must have seen its images brought to size as this study's dataset does."""
+    for key in ("fit", "interpolation"):
+        have, want = getattr(run.config.data, key), getattr(ds, key)
+        if have != want:
             raise ConfigError(
                 f"{run.path} was trained with {key}={have!r}, this study asks for {key}={want!r}; "
                 f"use another --output, or delete {run.path} to train {spec.name} again")
