@@ -75,12 +75,10 @@ def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, 
         fig = figures.confusion_matrix(cm, names, title=f"confusion matrix ({split})")
         result["figures"] = {"confusion_matrix": str(figures.save(fig, run.figures_dir / f"confusion_matrix_{split}.png"))}
         if result["top_losses"]:
-            from .data.images import load_image
+            from .inference.predict import decode
 
             tl = result["top_losses"]
-            prep = run.preprocessing
-            fig = figures.top_losses([load_image(t["path"], run.image_size, fit=prep["fit"],
-                                                 interpolation=prep["interpolation"]) for t in tl], [t["true"] for t in tl],
+            fig = figures.top_losses([decode(t["path"], run.preprocessing) for t in tl], [t["true"] for t in tl],
                                      [t["predicted"] for t in tl], [t["confidence"] for t in tl],
                                      paths=[t["path"] for t in tl], title=f"most confidently wrong ({split})")
             result["figures"]["top_losses"] = str(figures.save(fig, run.figures_dir / f"top_losses_{split}.png"))

@@ -353,9 +353,7 @@ def _check_same_options(run: Run, opts: dict, spec) -> None:
         else:
             same = have == want
         if not same:
-            raise ConfigError(
-                f"{run.path} was trained with {key}={have!r}, this study asks for {key}={want!r}; "
-                f"use another --output, or delete {run.path} to train {spec.name} again")
+            _refuse(run, spec, key, have, want)
 
 
 def _check_same_images(run: Run, ds: ImageDataset, spec) -> None:
@@ -363,9 +361,12 @@ def _check_same_images(run: Run, ds: ImageDataset, spec) -> None:
     for key in ("fit", "interpolation"):
         have, want = getattr(run.config.data, key), getattr(ds, key)
         if have != want:
-            raise ConfigError(
-                f"{run.path} was trained with {key}={have!r}, this study asks for {key}={want!r}; "
-                f"use another --output, or delete {run.path} to train {spec.name} again")
+            _refuse(run, spec, key, have, want)
+
+
+def _refuse(run: Run, spec, key: str, have, want) -> None:
+    raise ConfigError(f"{run.path} was trained with {key}={have!r}, this study asks for {key}={want!r}; "
+                      f"use another --output, or delete {run.path} to train {spec.name} again")
 
 
 def _train_or_resume(ds, spec, run_dir: Path, opts: dict, download: bool, progress: bool, say):
