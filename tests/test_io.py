@@ -52,3 +52,32 @@ def test_write_at_writes_every_byte_even_when_the_system_writes_in_pieces(tmp_pa
         os.close(fd)
     assert len(calls) == 5
     assert path.read_bytes() == b"\0" * 10 + data.tobytes()
+
+
+def test_a_file_finished_later_is_there_once_waited_for(tmp_path):
+    import threading
+
+    target = tmp_path / "big.npy"
+    release = threading.Event()
+
+    def work():
+        release.wait(10)
+        io.write_text(target, "done")
+
+    io.finish_later(target, work)
+    assert not target.exists()  # the caller went on before the file was finished
+    release.set()
+    io.wait_for(target)
+    assert target.read_text() == "done"
+    io.wait_for(target)  # nothing left to wait for
+
+
+def test_the_interpreter_finishes_a_file_before_it_exits(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "late.txt"
+    code = ("import time; from imgclf import io\n"
+            f"io.finish_later({str(target)!r}, lambda: (time.sleep(0.5), io.write_text({str(target)!r}, 'named')))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert target.read_text() == "named"

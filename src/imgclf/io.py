@@ -3,46 +3,68 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 TMP_PREFIX = ".imgclf-tmp-"  # every temporary file imgclf writes starts so; nothing else does
 
 
-def _sync_file_range():
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).sync_file_range
-    except (OSError, AttributeError, TypeError):  # not Linux
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return fn
-
-
-_SYNC_FILE_RANGE = _sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
 def write_at(fd: int, data, offset: int) -> None:
-    """Write all of ``data`` (bytes or a contiguous array) at ``offset`` of ``fd``, then ask the
-    kernel to start putting it on disk (Linux's ``sync_file_range``, which returns before the
-    disk is done unless its queue is full), so that the ``fsync`` that ends a large write finds
-    little left to do."""
+    """Write all of ``data`` (bytes or a contiguous array) at ``offset`` of ``fd``: ``pwrite``
+    may write less than it was given (a full disk, a signal, some file systems), and the rest
+    must not be lost silently."""
     view = memoryview(data).cast("B")
-    start, length = offset, len(view)
     while len(view):
         done = os.pwrite(fd, view, offset)
         if done <= 0:
             raise OSError(f"could not write at offset {offset}: the file system took nothing")
         view, offset = view[done:], offset + done
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, start, length, _SYNC_FILE_RANGE_WRITE)
+
+
+# files being finished on a thread of their own (see finish_later), by absolute path
+_finishing: dict[str, threading.Thread] = {}
+_finishing_lock = threading.Lock()
+
+
+def finish_later(path: str | os.PathLike, work: Callable[[], None]) -> None:
+    """Run ``work()``, which puts a finished file at ``path`` (``fsync``, then a rename or a
+    link), on a thread of its own: the caller goes on while the disk catches up.
+
+    :func:`wait_for` waits for it, and so does the interpreter at exit (the thread is no
+    daemon). ``work`` gives the file its name last, so a process killed meanwhile leaves no
+    file at ``path``, never a partial one; it must handle its own errors.
+    """
+    key = os.path.abspath(path)
+    wait_for(key)  # one writer of a path at a time
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            with _finishing_lock:
+                if _finishing.get(key) is thread:
+                    del _finishing[key]
+
+    thread = threading.Thread(target=run, name=f"imgclf-finish:{os.path.basename(key)}")
+    with _finishing_lock:
+        _finishing[key] = thread
+    thread.start()
+
+
+def wait_for(path: str | os.PathLike | None = None) -> None:
+    """Wait until the file at ``path`` (every file, with ``None``) that :func:`finish_later` is
+    finishing has its name."""
+    with _finishing_lock:
+        threads = list(_finishing.values()) if path is None else [_finishing.get(os.path.abspath(path))]
+    for t in threads:
+        if t is not None and t is not threading.current_thread():
+            t.join()
 
 
 @contextlib.contextmanager

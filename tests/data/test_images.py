@@ -244,3 +244,76 @@ def test_bad_options(files):
         load_image(files["png"], 10, fit="squash")
     with pytest.raises(ValueError, match="interpolation must be one of"):
         load_image(files["png"], 10, interpolation="magic")
+
+
+# -- plain JPEGs: decoded without Pillow parsing them, to the same pixels --------------------
+
+
+def _pillow_way(path, size, interpolation="bilinear", fit="crop"):
+    """What ``decode_opened`` gives for a file Pillow has opened (the way every file used to go)."""
+    from imgclf.data.images import as_size, decode_opened
+
+    with Image.open(path) as img:
+        return decode_opened(img, as_size(size), interpolation, fit)
+
+
+def _exif(order: str, orientation: int) -> bytes:
+    """An EXIF block (TIFF header, IFD0 with one Orientation entry) in byte order ``order``."""
+    end = "little" if order == "II" else "big"
+    magic = b"II*\0" if order == "II" else b"MM\0*"
+    entry = (0x0112).to_bytes(2, end) + (3).to_bytes(2, end) + (1).to_bytes(4, end) + orientation.to_bytes(2, end) + b"\0\0"
+    return b"Exif\0\0" + magic + (8).to_bytes(4, end) + (1).to_bytes(2, end) + entry + (0).to_bytes(4, end)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "jpeg_progressive", "jpeg_gray"])
+@pytest.mark.parametrize("fit", ["crop", "stretch", "pad"])
+def test_plain_jpegs_decode_to_the_same_pixels_and_header(tmp_path, fmt, fit):
+    from imgclf.data.images import decode_plain_jpeg
+    from imgclf.data.scan import check_file
+
+    path = write_image(tmp_path / "x.jpg", fmt, size=(57, 41), noise=25)
+    plain = decode_plain_jpeg(path.read_bytes(), (24, 20), "bicubic", fit)
+    assert plain is not None, "a plain JPEG takes the fast way"
+    header, pixels = plain
+    assert np.array_equal(pixels, _pillow_way(path, (24, 20), "bicubic", fit))
+    assert np.array_equal(load_image(path, (24, 20), interpolation="bicubic", fit=fit), pixels)
+    info = check_file(path)  # what Pillow says of the file
+    assert header == {k: info[k] for k in header}
+
+
+@pytest.mark.parametrize("order", ["II", "MM"])
+@pytest.mark.parametrize("value", [0, 1, 3, 6])
+def test_exif_orientation_is_read_as_pillow_reads_it(tmp_path, order, value):
+    from imgclf.data.images import decode_plain_jpeg, orientation
+
+    marked = np.full((30, 40, 3), (200, 30, 30), np.uint8)
+    marked[:8, :10] = 0  # a dark corner shows which way up the image came out
+    path = tmp_path / "x.jpg"
+    Image.fromarray(marked).save(path, "JPEG", quality=95, exif=_exif(order, value))
+    with Image.open(path) as img:
+        upright = orientation(img) == 1
+        assert orientation(img) == (value or 1)
+    plain = decode_plain_jpeg(path.read_bytes(), (16, 16), "bilinear", "crop")
+    assert (plain is not None) == upright  # a turned image is left to Pillow, which turns it
+    assert np.array_equal(load_image(path, 16), _pillow_way(path, 16))
+
+
+def test_jpegs_pillow_must_read_are_left_to_it(tmp_path):
+    from imgclf.data.images import decode_plain_jpeg
+    from tests.imagefactory import write_broken
+
+    base = Image.new("RGB", (40, 30), (200, 30, 30))
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    base.save(tmp_path / "xmp.jpg", "JPEG", xmp=xmp)  # an orientation in XMP, none in EXIF
+    base.save(tmp_path / "two.jpg", "MPO", save_all=True, append_images=[base.transpose(Image.Transpose.ROTATE_180)])
+    write_image(tmp_path / "cmyk.jpg", "jpeg_cmyk")
+    write_broken(tmp_path / "cut.jpg", "truncated_jpeg")
+    write_broken(tmp_path / "png.jpg", "png_as_jpg")
+    for name in ("xmp.jpg", "two.jpg", "cmyk.jpg", "cut.jpg", "png.jpg"):
+        assert decode_plain_jpeg((tmp_path / name).read_bytes(), (16, 16), "bilinear", "crop") is None, name
+    for name in ("xmp.jpg", "two.jpg", "cmyk.jpg"):
+        assert np.array_equal(load_image(tmp_path / name, 16), _pillow_way(tmp_path / name, 16)), name
+    assert load_image(tmp_path / "xmp.jpg", (30, 40), fit="stretch").shape == (30, 40, 3)
+    with Image.open(tmp_path / "xmp.jpg") as img:
+        assert img.getexif().get(0x0112) == 6  # Pillow turns it: the fast way would not have

@@ -147,8 +147,14 @@ class ImageDataset:
             paths = self._row_paths()
             if scanned is not None and scanned.options == key:
                 if scanned.complete and self.cache_mode == "disk":
-                    # the scan decoded every file, row for row: its scratch file becomes the cache
+                    # the scan decoded every file, row for row: its scratch file becomes the
+                    # cache, read at once while it is named (after fsync) behind the run's back
                     target = self.cache / "decoded" / f"{self.decode_key(size)}.npy"
+                    arr = _open_scratch(scanned, target)
+                    if arr is not None and scanned.save_as(target, background=True):
+                        self.report.pixels = None
+                        self._decoded[key] = arr
+                        return arr
                     if scanned.save_as(target):
                         self.report.pixels = None
                         self._decoded[key] = DiskArray(target)
@@ -211,6 +217,17 @@ class ImageDataset:
             picked = rng.sample(recs, min(k, len(recs)))
             out[name] = [_thumbnail(self.root / r.path, max_side) for r in picked]
         return out
+
+
+def _open_scratch(scanned, target: Path) -> DiskArray | None:
+    """A reader of the scan's scratch file before it has a name, shown as ``target``."""
+    where = scanned.reader_path
+    if where is None:
+        return None
+    try:
+        return DiskArray(where, name=target)
+    except (OSError, ValueError):
+        return None
 
 
 def _thumbnail(path: Path, max_side: int) -> np.ndarray:

@@ -108,9 +108,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def _draft_target(img: Image.Image, size: tuple[int, int], fit: str) -> tuple[int, int]:
     """The smallest stored size the JPEG decoder may scale down to and still cover ``size``."""
+    return _cover_target(img.size, size, fit, orientation(img) in _SWAPS)
+
+
+def _cover_target(stored: tuple[int, int], size: tuple[int, int], fit: str, swapped: bool = False) -> tuple[int, int]:
+    """The smallest (width, height) an image stored at ``stored`` (width, height) may be scaled
+    to and still cover ``size`` (height, width) once fitted; ``swapped`` when its orientation
+    turns it a quarter."""
     h, w = size
-    sw, sh = img.size
-    if orientation(img) in _SWAPS:
+    sw, sh = stored
+    if swapped:
         h, w = w, h
     if fit == "crop":
         s = max(w / sw, h / sh)
@@ -188,8 +195,23 @@ def load_image(
     if isinstance(source, Image.Image):
         # the caller's image: never draft or close it (that would change it under them)
         return _fit_loaded(source, size, interpolation, fit)
+    if size is not None and isinstance(source, (bytes, bytearray, memoryview)):
+        plain = decode_plain_jpeg(bytes(source), size, interpolation, fit)
+        if plain is not None:
+            return plain[1]
+    elif size is not None and _has_jpeg_suffix(source):
+        with open(source, "rb") as fh:
+            data = fh.read()
+        plain = decode_plain_jpeg(data, size, interpolation, fit)
+        if plain is not None:
+            return plain[1]
+        source = data
     with open_image(source) as img:
         return decode_opened(img, size, interpolation, fit)
+
+
+def _has_jpeg_suffix(path) -> bool:
+    return EXTENSION_FORMATS.get(os.path.splitext(os.fspath(path))[1].lower()) == "JPEG"
 
 
 def decode_opened(img: Image.Image, size: tuple[int, int] | None, interpolation: str, fit: str) -> np.ndarray:
@@ -222,10 +244,106 @@ def _decode_jpeg_scaled(img: Image.Image, target: tuple[int, int]) -> np.ndarray
     try:
         fp.seek(0)
         data = fp.read()
+    except (ValueError, OSError):
+        return None
+    return _turbo_scaled(data, target)
+
+
+def _turbo_scaled(data: bytes, target: tuple[int, int]) -> np.ndarray | None:
+    try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True,
                                       min_width=target[0], min_height=target[1], strict=True)
     except (ValueError, OSError):
         return None
+
+
+# Pillow's mode for the colour spaces of a plain JPEG (CMYK and YCCK go through Pillow).
+_JPEG_MODES = {"YCbCr": "RGB", "RGB": "RGB", "Gray": "L"}
+
+
+def decode_plain_jpeg(data: bytes, size: tuple[int, int], interpolation: str, fit: str) -> tuple[dict, np.ndarray] | None:
+    """The pixels :func:`decode_opened` gives for the commonest file, a plain JPEG, without
+    Pillow parsing it first: ``({"format", "mode", "frames", "width", "height"}, pixels)``, or ``None``
+    when the file is anything else or may be (Pillow then opens it, decodes it the same way
+    or its own way, and says what is wrong if anything is).
+
+    Plain means: a JPEG whose header libjpeg-turbo reads, in RGB or grey, upright (no EXIF
+    orientation other than 1), neither an MPO nor carrying XMP (which may hold an
+    orientation), within Pillow's pixel limit, and decoding cleanly. Such a file takes the
+    same libjpeg-turbo call, at the same scale, as through :func:`decode_opened`, so the
+    pixels are the same whichever way it came; parsing its markers here costs a few
+    microseconds where Pillow's parser costs about a fifth of the decode.
+    """
+    if data[:3] != b"\xff\xd8\xff" or not _upright_single_jpeg(data):
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except (ValueError, OSError):
+        return None
+    mode = _JPEG_MODES.get(colorspace)
+    limit = Image.MAX_IMAGE_PIXELS
+    if mode is None or width < 1 or height < 1 or (limit and width * height > limit):
+        return None
+    pixels = _turbo_scaled(data, _cover_target((width, height), size, fit))
+    if pixels is None:
+        return None
+    header = {"format": "JPEG", "mode": mode, "frames": 1, "width": width, "height": height}
+    return header, fit_image(pixels, size, fit, interpolation)
+
+
+def _upright_single_jpeg(data: bytes) -> bool:
+    """Walk a JPEG's segments up to the scan: ``True`` when Pillow would see a single frame
+    with orientation 1 (its EXIF, the first APP1 "Exif" segment, says 1 or nothing; no
+    MPF segment; no XMP segment). Anything unexpected answers ``False``."""
+    i, n, exif_seen = 2, len(data), False
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: every header segment has been seen
+            return True
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if length < 2:
+            return False
+        if marker == 0xE1:
+            body = data[i + 4:i + 2 + length]
+            if body[:6] == b"Exif\0\0":
+                if not exif_seen:
+                    exif_seen = True
+                    if _exif_orientation(body[6:]) != 1:
+                        return False
+            else:  # XMP, whose orientation Pillow reads when EXIF has none
+                return False
+        elif marker == 0xE2 and data[i + 4:i + 8] == b"MPF\0":  # a multi-picture file
+            return False
+        i += 2 + length
+    return False
+
+
+def _exif_orientation(tiff: bytes) -> int | None:
+    """The orientation in an EXIF block (TIFF header and IFD0) as :func:`orientation` reads
+    it (absent or 0 is 1); ``None`` when the block is not as expected."""
+    order = {b"II*\0": "little", b"MM\0*": "big"}.get(tiff[:4])
+    if order is None:
+        return None
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return None
+    for k in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        if int.from_bytes(entry[0:2], order) == 0x0112:
+            if int.from_bytes(entry[2:4], order) != 3 or int.from_bytes(entry[4:8], order) != 1:
+                return None  # not one SHORT: let Pillow read it
+            return int.from_bytes(entry[8:10], order) or 1
+    return 1
 
 
 def _fit_loaded(img: Image.Image, size, interpolation: str, fit: str) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
-from ..io import TMP_PREFIX, write_at
+from ..io import TMP_PREFIX, wait_for, write_at
 from .images import DEFAULT_FIT, FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
 
 DECODE_VERSION = 2  # 2: libjpeg-turbo scaled decode, box reduction + OpenCV resize
@@ -80,9 +80,11 @@ class DiskArray:
     larger than memory streams from disk with flat resident memory.
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        with open(self.path, "rb") as fh:
+    def __init__(self, path: str | os.PathLike, *, name: str | os.PathLike | None = None):
+        """``name``: the path to show in messages, when ``path`` is another way to the file (a
+        file still being given its name, opened through ``/proc/self/fd``)."""
+        self.path = Path(path if name is None else name)
+        with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
@@ -94,7 +96,7 @@ class DiskArray:
         self.shape = tuple(shape)
         self.dtype = np.dtype(np.uint8)
         self.row_bytes = int(np.prod(self.shape[1:]))
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = os.open(path, os.O_RDONLY)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -190,6 +192,7 @@ def decode_images(
         return out
     folder = Path(cache_folder)
     target = folder / f"{decode_key(paths, image_size, interpolation, fit)}.npy"
+    wait_for(target)  # a cache this process is still giving its name
     if target.is_file():
         try:
             arr = DiskArray(target)

@@ -26,8 +26,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ..progress import bar as progress_bar
 from ..errors import DataError
-from ..io import TMP_PREFIX, write_at
-from .images import DEFAULT_FIT, EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_workers, orientation
+from ..io import TMP_PREFIX, finish_later, write_at
+from .images import (
+    DEFAULT_FIT, EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_plain_jpeg, decode_workers,
+    orientation,
+)
 from .sources import DataSource, cache_dir
 
 SCAN_VERSION = 1
@@ -292,13 +295,18 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
         return {"ok": False, "reason": "zero_bytes"}, None
     pixels = None
     try:
+        source = path
+        if st.st_size <= _READ_WHOLE:  # one read, then parsed and decoded from memory
+            with open(path, "rb") as fh:
+                data = fh.read()
+            if decode is not None and EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower(), "JPEG") == "JPEG":
+                # most files are plain JPEGs: decoded without Pillow parsing them first
+                plain = decode_plain_jpeg(data, *decode)
+                if plain is not None:
+                    return {"ok": True, **plain[0]}, plain[1]
+            source = io.BytesIO(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if st.st_size <= _READ_WHOLE:  # one read, then parsed and decoded from memory
-                with open(path, "rb") as fh:
-                    source = io.BytesIO(fh.read())
-            else:
-                source = path
             with Image.open(source) as img:
                 fmt = img.format
                 info = {"format": fmt, "mode": img.mode, "frames": getattr(img, "n_frames", 1)}
@@ -505,31 +513,38 @@ class ScanPixels:
         """A sequence of pixels (or ``None``), one per path, read when asked for."""
         return _RowsFor(self, rel_paths)
 
-    def save_as(self, target: Path) -> bool:
+    @property
+    def reader_path(self) -> str | None:
+        """A path that opens the scratch file for reading while it has no name (Linux), or
+        ``None``."""
+        if self._fd is None or not self._linkable or not os.path.exists(f"/proc/self/fd/{self._fd}"):
+            return None
+        return f"/proc/self/fd/{self._fd}"
+
+    def save_as(self, target: Path, *, background: bool = False) -> bool:
         """Give the scratch file the name ``target`` (atomically, after ``fsync``) and close it.
-        ``False`` where the file system cannot (the caller copies the rows instead)."""
+        ``False`` where the file system cannot (the caller copies the rows instead).
+
+        ``background=True`` returns at once and names the file on a thread of its own (see
+        :func:`~imgclf.io.finish_later`; the scratch file is this object's no more): the
+        ``fsync`` of a large file waits for the disk, and a run need not wait with it. A
+        reader opened from :attr:`reader_path` beforehand reads the same file meanwhile.
+        """
         if self._fd is None or not self._linkable:
             return False
-        # a name of this process's own: two processes scanning the same data at once (the
-        # workers of one run) must not unlink each other's link before it is renamed
-        tmp = target.with_name(f"{TMP_PREFIX}{os.getpid()}.{target.name}")
-        folder_fd = None
-        try:
-            os.fsync(self._fd)
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; a dir_fd
-            # argument makes Python call linkat rather than link (which would not follow it)
-            folder_fd = os.open(tmp.parent, os.O_RDONLY)
-            os.link(f"/proc/self/fd/{self._fd}", tmp.name, dst_dir_fd=folder_fd, follow_symlinks=True)
-            os.replace(tmp, target)
-        except OSError:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
+        if background:
+            fd, self._fd = self._fd, None
+
+            def name_and_close() -> None:
+                try:
+                    _name_scratch(fd, target)
+                finally:
+                    os.close(fd)
+
+            finish_later(target, name_and_close)
+            return True
+        if not _name_scratch(self._fd, target):
             return False
-        finally:
-            if folder_fd is not None:
-                os.close(folder_fd)
         self.close()
         return True
 
@@ -549,6 +564,35 @@ class ScanPixels:
             self.close()
         except OSError:
             pass
+
+
+def _name_scratch(fd: int, target: Path) -> bool:
+    """``fsync`` a scratch file opened with ``O_TMPFILE`` and give it the name ``target``;
+    ``False`` if it could not be named."""
+    # a name of this process's own: two processes scanning the same data at once (the
+    # workers of one run) must not unlink each other's link before it is renamed
+    tmp = target.with_name(f"{TMP_PREFIX}{os.getpid()}.{target.name}")
+    folder_fd = None
+    try:
+        os.fsync(fd)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; a dir_fd
+        # argument makes Python call linkat rather than link (which would not follow it)
+        folder_fd = os.open(tmp.parent, os.O_RDONLY)
+        os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=folder_fd, follow_symlinks=True)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+    finally:
+        if folder_fd is not None:
+            os.close(folder_fd)
 
 
 class _RowsFor:
