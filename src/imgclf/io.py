@@ -27,9 +27,20 @@ def write_at(fd: int, data, offset: int) -> None:
         view, offset = view[done:], offset + done
 
 
-# files being finished on a thread of their own (see finish_later), by absolute path
-_finishing: dict[str, threading.Thread] = {}
+# files being finished on a thread of their own (see finish_later): absolute path -> an event
+# set when the latest job for that path is done
+_finishing: dict[str, threading.Event] = {}
 _finishing_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:  # a child has none of its parent's threads to wait for
+    global _finishing_lock
+    _finishing_lock = threading.Lock()
+    _finishing.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def finish_later(path: str | os.PathLike, work: Callable[[], None]) -> None:
@@ -37,34 +48,47 @@ def finish_later(path: str | os.PathLike, work: Callable[[], None]) -> None:
     link), on a thread of its own: the caller goes on while the disk catches up.
 
     :func:`wait_for` waits for it, and so does the interpreter at exit (the thread is no
-    daemon). ``work`` gives the file its name last, so a process killed meanwhile leaves no
-    file at ``path``, never a partial one; it must handle its own errors.
+    daemon). Jobs for one path run one after the other, in the order given. ``work`` gives
+    the file its name last, so a process killed meanwhile leaves no file at ``path``, never a
+    partial one; it must handle its own errors. Raises only if no thread can be started (the
+    job has not run then).
     """
     key = os.path.abspath(path)
-    wait_for(key)  # one writer of a path at a time
+    done = threading.Event()
+    with _finishing_lock:
+        before = _finishing.get(key)
+        _finishing[key] = done
 
     def run() -> None:
         try:
+            if before is not None:
+                before.wait()
             work()
         finally:
-            with _finishing_lock:
-                if _finishing.get(key) is thread:
-                    del _finishing[key]
+            _done(key, done)
 
-    thread = threading.Thread(target=run, name=f"imgclf-finish:{os.path.basename(key)}")
+    try:
+        threading.Thread(target=run, name=f"imgclf-finish:{os.path.basename(key)}").start()
+    except BaseException:
+        _done(key, done)
+        raise
+
+
+def _done(key: str, done: threading.Event) -> None:
+    done.set()
     with _finishing_lock:
-        _finishing[key] = thread
-    thread.start()
+        if _finishing.get(key) is done:
+            del _finishing[key]
 
 
 def wait_for(path: str | os.PathLike | None = None) -> None:
     """Wait until the file at ``path`` (every file, with ``None``) that :func:`finish_later` is
     finishing has its name."""
     with _finishing_lock:
-        threads = list(_finishing.values()) if path is None else [_finishing.get(os.path.abspath(path))]
-    for t in threads:
-        if t is not None and t is not threading.current_thread():
-            t.join()
+        events = list(_finishing.values()) if path is None else [_finishing.get(os.path.abspath(path))]
+    for e in events:
+        if e is not None:
+            e.wait()
 
 
 @contextlib.contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -204,3 +206,26 @@ def test_a_row_the_scan_could_not_write_is_decoded_again(tmp_path, monkeypatch):
     for split in SPLITS:
         for row, path in zip(ds.indices(split), ds.paths(split)):
             assert np.array_equal(pixels[row], load_image(path, 16)), path
+
+
+def test_a_cache_that_cannot_be_named_is_said_and_the_run_goes_on(tmp_path, monkeypatch):
+    from imgclf import io
+    from imgclf.data.images import load_image
+
+    root = make_class_tree(tmp_path / "d", {"a": 4, "b": 4}, size=(40, 30))
+    real_link = os.link
+
+    def link(src, dst, *a, **k):
+        if str(src).startswith("/proc/self/fd/"):
+            raise OSError(31, "Too many links")
+        return real_link(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "link", link)
+    ds = load_dataset(root, image_size=16, cache=tmp_path / "c", progress=False)
+    with pytest.warns(RuntimeWarning, match="could not keep the decoded images"):
+        pixels = np.asarray(ds.decoded())
+        io.wait_for()
+    for split in SPLITS:
+        for row, path in zip(ds.indices(split), ds.paths(split)):
+            assert np.array_equal(pixels[row], load_image(path, 16)), path
+    assert not list((tmp_path / "c" / "decoded").iterdir())  # nothing half-named left behind

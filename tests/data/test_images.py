@@ -281,21 +281,60 @@ def test_plain_jpegs_decode_to_the_same_pixels_and_header(tmp_path, fmt, fit):
     assert header == {k: info[k] for k in header}
 
 
-@pytest.mark.parametrize("order", ["II", "MM"])
-@pytest.mark.parametrize("value", [0, 1, 3, 6])
-def test_exif_orientation_is_read_as_pillow_reads_it(tmp_path, order, value):
-    from imgclf.data.images import decode_plain_jpeg, orientation
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
 
-    marked = np.full((30, 40, 3), (200, 30, 30), np.uint8)
-    marked[:8, :10] = 0  # a dark corner shows which way up the image came out
-    path = tmp_path / "x.jpg"
-    Image.fromarray(marked).save(path, "JPEG", quality=95, exif=_exif(order, value))
-    with Image.open(path) as img:
-        upright = orientation(img) == 1
-        assert orientation(img) == (value or 1)
-    plain = decode_plain_jpeg(path.read_bytes(), (16, 16), "bilinear", "crop")
-    assert (plain is not None) == upright  # a turned image is left to Pillow, which turns it
-    assert np.array_equal(load_image(path, 16), _pillow_way(path, 16))
+
+def _odd_jpegs(folder) -> dict:
+    """JPEGs with something in their header that Pillow reads (and may refuse): name -> path."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((30, 40, 3), (200, 30, 30), np.uint8)).save(buf, "JPEG", quality=95)
+    jfif = buf.getvalue()
+    app0_end = 4 + int.from_bytes(jfif[4:6], "big")
+
+    def entry(tag, kind, count, value):
+        return tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + count.to_bytes(4, "little") + value
+
+    text_resolution = (b"Exif\0\0II*\0\x08\0\0\0\x02\0" + entry(0x011A, 2, 2, b"5\0\0\0")
+                       + entry(0x0128, 3, 1, b"\2\0\0\0") + b"\0" * 4)
+    extras = {
+        "exif_upright": _segment(0xE1, _exif("II", 1)),
+        "exif_turned": _segment(0xE1, _exif("MM", 6)),
+        "exif_text_resolution": _segment(0xE1, text_resolution),  # Pillow fails to read its dpi
+        "tem_marker": b"\xff\x01",
+        "short_adobe": _segment(0xEE, b"Adobe"),
+        "short_icc": _segment(0xE2, b"ICC_PROFILE\0\1"),
+    }
+    out = {name: jfif[:app0_end] + extra + jfif[app0_end:] for name, extra in extras.items()}
+    out["short_jfif"] = jfif[:2] + _segment(0xE0, b"JFIF\0") + jfif[app0_end:]
+    paths = {}
+    for name, data in out.items():
+        paths[name] = folder / f"{name}.jpg"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def test_jpegs_with_more_in_their_header_go_through_pillow(tmp_path, monkeypatch):
+    """Whatever Pillow makes of them (turned, refused), the scan and load_image say the same
+    as when every file went through Pillow."""
+    import importlib
+
+    from imgclf.data.images import decode_plain_jpeg
+
+    scan = importlib.import_module("imgclf.data.scan")
+    images = importlib.import_module("imgclf.data.images")
+    paths = _odd_jpegs(tmp_path)
+    for name, path in paths.items():
+        assert decode_plain_jpeg(path.read_bytes(), (16, 16), "bilinear", "crop") is None, name
+    now = {name: scan.check_and_decode(path, 16) for name, path in paths.items()}
+    monkeypatch.setattr(images, "decode_plain_jpeg", lambda *a: None)
+    monkeypatch.setattr(scan, "decode_plain_jpeg", lambda *a: None)
+    for name, path in paths.items():
+        (res, px), (res0, px0) = now[name], scan.check_and_decode(path, 16)
+        assert res == res0, name
+        assert (px is None and px0 is None) or np.array_equal(px, px0), name
+    assert not now["tem_marker"][0]["ok"] and not now["short_jfif"][0]["ok"]
+    assert now["exif_turned"][0]["width"] == 30  # turned upright, by Pillow
 
 
 def test_jpegs_pillow_must_read_are_left_to_it(tmp_path):

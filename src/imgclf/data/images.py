@@ -205,8 +205,7 @@ def load_image(
         plain = decode_plain_jpeg(data, size, interpolation, fit)
         if plain is not None:
             return plain[1]
-        source = data
-    with open_image(source) as img:
+    with open_image(source) as img:  # by its path, so that Pillow's errors name the file
         return decode_opened(img, size, interpolation, fit)
 
 
@@ -263,18 +262,18 @@ _JPEG_MODES = {"YCbCr": "RGB", "RGB": "RGB", "Gray": "L"}
 
 def decode_plain_jpeg(data: bytes, size: tuple[int, int], interpolation: str, fit: str) -> tuple[dict, np.ndarray] | None:
     """The pixels :func:`decode_opened` gives for the commonest file, a plain JPEG, without
-    Pillow parsing it first: ``({"format", "mode", "frames", "width", "height"}, pixels)``, or ``None``
-    when the file is anything else or may be (Pillow then opens it, decodes it the same way
-    or its own way, and says what is wrong if anything is).
+    Pillow parsing it first: ``({"format", "mode", "frames", "width", "height"}, pixels)``, or
+    ``None`` when the file is anything else or may be (Pillow then opens it, decodes it the
+    same way or its own way, and says what is wrong if anything is).
 
-    Plain means: a JPEG whose header libjpeg-turbo reads, in RGB or grey, upright (no EXIF
-    orientation other than 1), neither an MPO nor carrying XMP (which may hold an
-    orientation), within Pillow's pixel limit, and decoding cleanly. Such a file takes the
-    same libjpeg-turbo call, at the same scale, as through :func:`decode_opened`, so the
-    pixels are the same whichever way it came; parsing its markers here costs a few
-    microseconds where Pillow's parser costs about a fifth of the decode.
+    Plain means: a JFIF file with nothing in its header but what Pillow reads without fault
+    (see :func:`_plain_jpeg_header`: no EXIF, hence upright; no XMP; not a multi-picture file),
+    in RGB or grey, within Pillow's pixel limit, decoding cleanly. Such a file takes the same
+    libjpeg-turbo call, at the same scale, as through :func:`decode_opened`, so the pixels are
+    the same whichever way it came; checking its segments here costs a few microseconds where
+    Pillow's parser costs about a fifth of the decode of a small photo.
     """
-    if data[:3] != b"\xff\xd8\xff" or not _upright_single_jpeg(data):
+    if not _plain_jpeg_header(data):
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -282,8 +281,8 @@ def decode_plain_jpeg(data: bytes, size: tuple[int, int], interpolation: str, fi
         return None
     mode = _JPEG_MODES.get(colorspace)
     limit = Image.MAX_IMAGE_PIXELS
-    if mode is None or width < 1 or height < 1 or (limit and width * height > limit):
-        return None
+    if mode is None or width < 1 or height < 1 or (limit is not None and width * height > limit):
+        return None  # Pillow warns of or refuses what is over its limit
     pixels = _turbo_scaled(data, _cover_target((width, height), size, fit))
     if pixels is None:
         return None
@@ -291,11 +290,22 @@ def decode_plain_jpeg(data: bytes, size: tuple[int, int], interpolation: str, fi
     return header, fit_image(pixels, size, fit, interpolation)
 
 
-def _upright_single_jpeg(data: bytes) -> bool:
-    """Walk a JPEG's segments up to the scan: ``True`` when Pillow would see a single frame
-    with orientation 1 (its EXIF, the first APP1 "Exif" segment, says 1 or nothing; no
-    MPF segment; no XMP segment). Anything unexpected answers ``False``."""
-    i, n, exif_seen = 2, len(data), False
+# The segments a plain JPEG may have before its scan: quantization and Huffman tables, restart
+# interval, comments, and the frame header of a baseline, extended or progressive
+# (Huffman-coded) image. A JFIF APP0 segment is read apart.
+_PLAIN_SEGMENTS = {0xDB, 0xC4, 0xDD, 0xFE, 0xC0, 0xC1, 0xC2}
+
+
+def _plain_jpeg_header(data: bytes) -> bool:
+    """Walk a JPEG's segments up to the scan: ``True`` when it starts with a whole JFIF APP0
+    segment and has only segments of :data:`_PLAIN_SEGMENTS` besides. Any other segment
+    (EXIF, which may turn the image; XMP, likewise; ICC, Adobe, MPF and the rest, which
+    Pillow parses and may refuse when damaged) answers ``False``, and so does anything
+    unexpected."""
+    # SOI, then APP0 "JFIF\0" long enough for Pillow's read of version, units and density
+    if data[:4] != b"\xff\xd8\xff\xe0" or data[6:11] != b"JFIF\0" or int.from_bytes(data[4:6], "big") < 16:
+        return False
+    i, n = 4 + int.from_bytes(data[4:6], "big"), len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:
             return False
@@ -305,45 +315,11 @@ def _upright_single_jpeg(data: bytes) -> bool:
             continue
         if marker == 0xDA:  # start of scan: every header segment has been seen
             return True
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
-            i += 2
-            continue
         length = int.from_bytes(data[i + 2:i + 4], "big")
-        if length < 2:
-            return False
-        if marker == 0xE1:
-            body = data[i + 4:i + 2 + length]
-            if body[:6] == b"Exif\0\0":
-                if not exif_seen:
-                    exif_seen = True
-                    if _exif_orientation(body[6:]) != 1:
-                        return False
-            else:  # XMP, whose orientation Pillow reads when EXIF has none
-                return False
-        elif marker == 0xE2 and data[i + 4:i + 8] == b"MPF\0":  # a multi-picture file
+        if marker not in _PLAIN_SEGMENTS or length < 2:
             return False
         i += 2 + length
     return False
-
-
-def _exif_orientation(tiff: bytes) -> int | None:
-    """The orientation in an EXIF block (TIFF header and IFD0) as :func:`orientation` reads
-    it (absent or 0 is 1); ``None`` when the block is not as expected."""
-    order = {b"II*\0": "little", b"MM\0*": "big"}.get(tiff[:4])
-    if order is None:
-        return None
-    ifd = int.from_bytes(tiff[4:8], order)
-    if ifd + 2 > len(tiff):
-        return None
-    for k in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
-        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
-        if len(entry) < 12:
-            return None
-        if int.from_bytes(entry[0:2], order) == 0x0112:
-            if int.from_bytes(entry[2:4], order) != 3 or int.from_bytes(entry[4:8], order) != 1:
-                return None  # not one SHORT: let Pillow read it
-            return int.from_bytes(entry[8:10], order) or 1
-    return 1
 
 
 def _fit_loaded(img: Image.Image, size, interpolation: str, fit: str) -> np.ndarray:

@@ -532,17 +532,25 @@ class ScanPixels:
         """
         if self._fd is None or not self._linkable:
             return False
+        target = Path(os.path.abspath(target))  # where it was meant, whatever the thread's cwd then
         if background:
-            fd, self._fd = self._fd, None
+            fd = self._fd
 
             def name_and_close() -> None:
                 try:
-                    _name_scratch(fd, target)
+                    if not _name_scratch(fd, target):
+                        warnings.warn(f"could not keep the decoded images as {display_path(str(target))}; "
+                                      "the next run decodes them again", RuntimeWarning, stacklevel=1)
                 finally:
                     os.close(fd)
 
-            finish_later(target, name_and_close)
-            return True
+            try:
+                finish_later(target, name_and_close)
+            except RuntimeError:  # no thread to be had: named here and now
+                pass
+            else:
+                self._fd = None  # the thread's now
+                return True
         if not _name_scratch(self._fd, target):
             return False
         self.close()
