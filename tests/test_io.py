@@ -81,3 +81,19 @@ def test_the_interpreter_finishes_a_file_before_it_exits(tmp_path):
             f"io.finish_later({str(target)!r}, lambda: (time.sleep(0.5), io.write_text({str(target)!r}, 'named')))\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert target.read_text() == "named"
+
+
+def test_remove_stale_removes_only_old_temporary_files(tmp_path):
+    import time
+
+    old = tmp_path / f"{io.TMP_PREFIX}decoding.abc.npy"
+    fresh = tmp_path / f"{io.TMP_PREFIX}4242.cache.npy"
+    mine = tmp_path / "cache.npy"
+    for p in (old, fresh, mine):
+        p.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    os.utime(mine, (two_hours_ago, two_hours_ago))
+    assert io.remove_stale(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, mine.name])
+    assert io.remove_stale(tmp_path / "missing") == 0

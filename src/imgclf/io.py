@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -177,4 +178,27 @@ def remove_partial(folder: str | os.PathLike) -> int:
         if p.is_file():
             p.unlink(missing_ok=True)
             removed += 1
+    return removed
+
+
+STALE_AFTER_S = 3600.0  # a temporary file untouched this long has no writer left
+
+
+def remove_stale(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S) -> int:
+    """Delete the temporary files (see :func:`atomic_path`) in a folder that several processes
+    share (the imgclf cache) that nobody has written for ``older_than_s`` seconds: what killed
+    writers left. A live writer's file is fresh (every write touches it), so it stays."""
+    removed = 0
+    limit = time.time() - older_than_s
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        try:
+            if e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False) and e.stat().st_mtime < limit:
+                os.unlink(e.path)
+                removed += 1
+        except OSError:
+            pass  # gone already, or not ours to remove
     return removed

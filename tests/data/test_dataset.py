@@ -229,3 +229,24 @@ def test_a_cache_that_cannot_be_named_is_said_and_the_run_goes_on(tmp_path, monk
         for row, path in zip(ds.indices(split), ds.paths(split)):
             assert np.array_equal(pixels[row], load_image(path, 16)), path
     assert not list((tmp_path / "c" / "decoded").iterdir())  # nothing half-named left behind
+
+
+def test_what_killed_runs_left_in_the_shared_cache_is_swept(tmp_path):
+    import time
+
+    from imgclf.io import TMP_PREFIX
+
+    root = make_class_tree(tmp_path / "d", {"a": 4, "b": 4}, size=(40, 30))
+    decoded = tmp_path / "c" / "decoded"
+    decoded.mkdir(parents=True)
+    left = [decoded / f"{TMP_PREFIX}decoding.x1.npy", decoded / f"{TMP_PREFIX}9999.0123abcd.npy"]
+    busy = decoded / f"{TMP_PREFIX}decoding.y2.npy"  # another run writing right now
+    for p in (*left, busy):
+        p.write_bytes(b"\0" * 1000)
+    yesterday = time.time() - 86400
+    for p in left:
+        os.utime(p, (yesterday, yesterday))
+    load_dataset(root, image_size=16, cache=tmp_path / "c", progress=False).decoded()  # scans: decodes into the cache
+    load_dataset(root, image_size=12, cache=tmp_path / "c", progress=False).decoded(12)
+    assert not any(p.exists() for p in left)
+    assert busy.exists()

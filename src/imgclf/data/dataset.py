@@ -134,7 +134,10 @@ class ImageDataset:
     def decode_key(self, image_size=None) -> str:
         """What the rows of :meth:`decoded` depend on (files, size, interpolation, fit)."""
         size = as_size(image_size) if image_size is not None else self.image_size
-        return decode_key(self._row_paths(), size, self.interpolation, self.fit)
+        return decode_key(self._row_paths(), size, self.interpolation, self.fit, self._row_stats())
+
+    def _row_stats(self) -> list[tuple[int, int] | None]:
+        return [self.report.stats.get(r.path) if r.ok else None for r in self._rows]
 
     def decoded(self, image_size=None) -> np.ndarray:
         """Every image, decoded once, as ``(N, H, W, 3)`` uint8; :meth:`indices` says which
@@ -165,6 +168,7 @@ class ImageDataset:
                 self._decoded[key] = decode_images(
                     paths, size, interpolation=self.interpolation, fit=self.fit, cache_mode=self.cache_mode,
                     cache_folder=self.cache / "decoded", progress=self.progress, ready=ready,
+                    stats=self._row_stats(),
                 )
             finally:
                 if ready is not None:

@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..progress import bar as progress_bar
 from ..errors import DataError
-from ..io import TMP_PREFIX, finish_later, write_at
+from ..io import TMP_PREFIX, finish_later, remove_stale, write_at
 from .images import (
     DEFAULT_FIT, EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_plain_jpeg, decode_workers,
     orientation,
@@ -101,6 +101,9 @@ class ScanReport:
     cached: int = 0  # records answered from the scan cache
     # pixels decoded while scanning, for the pipeline to take (see ``scan(decode=...)``)
     pixels: "ScanPixels | None" = field(default=None, repr=False)
+    # (size, mtime in ns) of each file as the scan found it, by relative path: what names
+    # its decode cache, without a second stat of every file
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @property
     def valid(self) -> list[ImageRecord]:
@@ -476,6 +479,7 @@ class ScanPixels:
         self.n_rows = n_rows
         self.complete = False  # every file of the scan report has its row (row i = record i)
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale(folder)  # what killed runs left half-written in the shared cache
         self.folder = folder
         try:
             fd = os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o644)
@@ -682,7 +686,7 @@ def scan(
         raise
     finally:
         db.close()
-    records = []
+    records, stats = [], {}
     prefix = os.path.join(str(source.root), "")
     for i, (path, label, split) in enumerate(found):
         text = str(path)
@@ -695,6 +699,8 @@ def scan(
             res = {"ok": False, "reason": "bad_name", "detail": "a folder in its path is not valid UTF-8"}
         elif i in got:
             store.rows[rel] = got[i]
+        if keys[i] is not None:
+            stats[rel] = keys[i][1:]
         records.append(ImageRecord(path=rel, label=label, split=split, **res))
     report = ScanReport(
         root=source.root,
@@ -703,6 +709,7 @@ def scan(
         records=records,
         ignored=[os.path.relpath(p, source.root) for p in ignored],
         cached=len(found) - len(todo),
+        stats=stats,
     )
     if store is not None and store.rows:
         # row i is records[i], and every good file's row was written
