@@ -250,3 +250,27 @@ def test_what_killed_runs_left_in_the_shared_cache_is_swept(tmp_path):
     load_dataset(root, image_size=12, cache=tmp_path / "c", progress=False).decoded(12)
     assert not any(p.exists() for p in left)
     assert busy.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="O_TMPFILE is Linux only")
+def test_a_scan_named_hours_later_is_not_taken_for_a_leftover(tmp_path, monkeypatch):
+    """decoded() called long after the scan: the name given to the scan's file must not look
+    like a dead run's leftover to a sweep by another run at that very moment."""
+    import time
+
+    from imgclf import io
+
+    root = make_class_tree(tmp_path / "d", {"a": 4, "b": 4}, size=(40, 30))
+    ds = load_dataset(root, image_size=16, cache=tmp_path / "c", progress=False)
+    hours_ago = time.time() - 3 * 3600
+    os.utime(ds.report.pixels.reader_path, (hours_ago, hours_ago))  # the scan, hours ago
+    real_replace = os.replace
+
+    def replace_after_a_sweep(src, dst, *a, **k):
+        io.remove_stale(os.path.dirname(os.fspath(dst)))  # another run sweeps the shared cache now
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace_after_a_sweep)
+    ds.decoded()
+    io.wait_for()
+    assert len(list((tmp_path / "c" / "decoded").glob("*.npy"))) == 1

@@ -48,6 +48,27 @@ def _signature(x) -> list[int]:
 # -- the decode cache ------------------------------------------------------------------------
 
 
+def test_a_decode_whose_temporary_file_another_run_removed_still_returns_every_row(paths, tmp_path, monkeypatch):
+    """A run stopped for over an hour may find that another run took its half-written cache
+    for a dead run's leftover and removed it: the run goes on, only the cache is lost."""
+    from imgclf.io import TMP_PREFIX
+
+    folder = tmp_path / "decoded"
+    real = pipeline_mod._decode_into
+
+    def decode_then_swept(*a, **k):
+        real(*a, **k)
+        for p in folder.glob(f"{TMP_PREFIX}*"):
+            p.unlink()
+
+    monkeypatch.setattr(pipeline_mod, "_decode_into", decode_then_swept)
+    with pytest.warns(RuntimeWarning, match="could not keep the decoded images"):
+        arr = decode_images(paths, 16, cache_folder=folder, progress=False)
+    assert np.array_equal(np.asarray(arr), np.stack([load_image(p, 16) for p in paths]))
+    assert not list(folder.iterdir())
+
+
+
 def test_decode_cache_is_reused(paths, tmp_path, count_decodes):
     folder = tmp_path / "decoded"
     first = decode_images(paths, (16, 20), cache_folder=folder, progress=False)

@@ -168,7 +168,6 @@ class ImageDataset:
                 self._decoded[key] = decode_images(
                     paths, size, interpolation=self.interpolation, fit=self.fit, cache_mode=self.cache_mode,
                     cache_folder=self.cache / "decoded", progress=self.progress, ready=ready,
-                    stats=self._row_stats(),
                 )
             finally:
                 if ready is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -180,7 +181,6 @@ def decode_images(
     workers: int | None = None,
     progress: bool = True,
     ready=None,
-    stats: list[tuple[int, int] | None] | None = None,
 ):
     """All ``paths`` decoded and resized, as ``(N, H, W, 3)`` uint8 (``None`` in ``paths``: a row
     left black): a numpy array in memory, or a
@@ -189,7 +189,7 @@ def decode_images(
 
     ``ready[i]`` (a sequence of arrays or ``None``), where not ``None``, is image ``i`` already
     decoded with these options (by the scan, see :func:`~imgclf.data.scan.scan`): it is
-    copied, not decoded again. ``stats``: see :func:`decode_key`."""
+    copied, not decoded again."""
     check_options(image_size, interpolation, fit, cache_mode)
     h, w = as_size(image_size)
     shape = (len(paths), h, w, 3)
@@ -200,7 +200,8 @@ def decode_images(
         _decode_into(out, paths, image_size, interpolation, fit, workers, progress, ready)
         return out
     folder = Path(cache_folder)
-    target = folder / f"{decode_key(paths, image_size, interpolation, fit, stats)}.npy"
+    # named by each file's state now, just before it is read (not as some scan found it)
+    target = folder / f"{decode_key(paths, image_size, interpolation, fit)}.npy"
     wait_for(target)  # a cache this process is still giving its name
     if target.is_file():
         try:
@@ -215,15 +216,23 @@ def decode_images(
     os.close(fd)
     try:
         writer = _RowWriter(tmp, shape)
+        # read through a descriptor of its own: should another run take the file for a dead
+        # run's leftover and remove it (this process stopped for over an hour), the rows are
+        # still here
+        reader = DiskArray(tmp, name=target)
         try:
             _decode_into(writer, paths, image_size, interpolation, fit, workers, progress, ready)
         finally:
             writer.close()
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            warnings.warn(f"could not keep the decoded images as {target}: their temporary file was removed "
+                          "meanwhile; the next run decodes them again", RuntimeWarning, stacklevel=2)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return DiskArray(target)
+    return reader
 
 
 def make_dataset(

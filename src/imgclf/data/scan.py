@@ -587,6 +587,8 @@ def _name_scratch(fd: int, target: Path) -> bool:
     folder_fd = None
     try:
         os.fsync(fd)
+        if os.utime in os.supports_fd:
+            os.utime(fd)  # fresh: its link must not pass for a dead run's leftover (io.remove_stale)
         if os.path.lexists(tmp):
             os.unlink(tmp)
         # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; a dir_fd
