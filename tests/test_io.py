@@ -83,7 +83,7 @@ def test_the_interpreter_finishes_a_file_before_it_exits(tmp_path):
     assert target.read_text() == "named"
 
 
-def test_remove_stale_removes_only_old_temporary_files(tmp_path):
+def test_remove_partial_in_a_shared_folder_removes_only_old_temporary_files(tmp_path):
     import time
 
     old = tmp_path / f"{io.TMP_PREFIX}decoding.abc.npy"
@@ -94,6 +94,6 @@ def test_remove_stale_removes_only_old_temporary_files(tmp_path):
     two_hours_ago = time.time() - 7200
     os.utime(old, (two_hours_ago, two_hours_ago))
     os.utime(mine, (two_hours_ago, two_hours_ago))
-    assert io.remove_stale(tmp_path) == 1
+    assert io.remove_partial(tmp_path, io.STALE_AFTER_S) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, mine.name])
-    assert io.remove_stale(tmp_path / "missing") == 0
+    assert io.remove_partial(tmp_path / "missing", io.STALE_AFTER_S) == 0

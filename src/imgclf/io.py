@@ -171,23 +171,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
-def remove_partial(folder: str | os.PathLike) -> int:
-    """Delete the temporary files a killed writer left in ``folder`` (see :func:`atomic_path`)."""
-    removed = 0
-    for p in Path(folder).glob(f"{TMP_PREFIX}*"):
-        if p.is_file():
-            p.unlink(missing_ok=True)
-            removed += 1
-    return removed
 
 
 STALE_AFTER_S = 3600.0  # a temporary file untouched this long has no writer left
 
 
-def remove_stale(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S) -> int:
-    """Delete the temporary files (see :func:`atomic_path`) in a folder that several processes
-    share (the imgclf cache) that nobody has written for ``older_than_s`` seconds: what killed
-    writers left. A live writer's file is fresh (every write touches it), so it stays."""
+def remove_partial(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
+    """Delete the temporary files (see :func:`atomic_path`) that killed writers left in
+    ``folder``. In a folder that several processes share (the imgclf cache), pass
+    ``older_than_s`` (:data:`STALE_AFTER_S`): only files nobody has written for that long go,
+    as a live writer's file is fresh (every write touches it)."""
     removed = 0
     limit = time.time() - older_than_s
     try:
@@ -196,9 +189,12 @@ def remove_stale(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S)
         return 0
     for e in entries:
         try:
-            if e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False) and e.stat().st_mtime < limit:
-                os.unlink(e.path)
-                removed += 1
+            if not e.name.startswith(TMP_PREFIX) or not e.is_file(follow_symlinks=False):
+                continue
+            if older_than_s and e.stat().st_mtime >= limit:
+                continue
+            os.unlink(e.path)
+            removed += 1
         except OSError:
             pass  # gone already, or not ours to remove
     return removed

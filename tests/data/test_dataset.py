@@ -267,7 +267,7 @@ def test_a_scan_named_hours_later_is_not_taken_for_a_leftover(tmp_path, monkeypa
     real_replace = os.replace
 
     def replace_after_a_sweep(src, dst, *a, **k):
-        io.remove_stale(os.path.dirname(os.fspath(dst)))  # another run sweeps the shared cache now
+        io.remove_partial(os.path.dirname(os.fspath(dst)), io.STALE_AFTER_S)  # another run sweeps the shared cache now
         return real_replace(src, dst, *a, **k)
 
     monkeypatch.setattr(os, "replace", replace_after_a_sweep)

@@ -154,13 +154,9 @@ class ImageDataset:
                     # cache, read at once while it is named (after fsync) behind the run's back
                     target = self.cache / "decoded" / f"{self.decode_key(size)}.npy"
                     arr = _open_scratch(scanned, target)
-                    if arr is not None and scanned.save_as(target, background=True):
+                    if scanned.save_as(target, background=arr is not None):
                         self.report.pixels = None
-                        self._decoded[key] = arr
-                        return arr
-                    if scanned.save_as(target):
-                        self.report.pixels = None
-                        self._decoded[key] = DiskArray(target)
+                        self._decoded[key] = arr if arr is not None else DiskArray(target)
                         return self._decoded[key]
                 # decoded by the scan already: copied, not decoded a second time
                 ready = scanned.for_paths([r.path if r.ok else None for r in self._rows])

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
-from ..io import TMP_PREFIX, remove_stale, wait_for, write_at
+from ..io import STALE_AFTER_S, TMP_PREFIX, remove_partial, wait_for, write_at
 from .images import DEFAULT_FIT, FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
 
 DECODE_VERSION = 2  # 2: libjpeg-turbo scaled decode, box reduction + OpenCV resize
@@ -211,7 +211,7 @@ def decode_images(
         except (ValueError, OSError):
             pass  # damaged: decode again
     folder.mkdir(parents=True, exist_ok=True)
-    remove_stale(folder)  # what killed runs left half-written in the shared cache
+    remove_partial(folder, STALE_AFTER_S)  # what killed runs left half-written in the shared cache
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}decoding.", suffix=".npy", dir=folder)
     os.close(fd)
     try:

@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..progress import bar as progress_bar
 from ..errors import DataError
-from ..io import TMP_PREFIX, finish_later, remove_stale, write_at
+from ..io import STALE_AFTER_S, TMP_PREFIX, finish_later, remove_partial, write_at
 from .images import (
     DEFAULT_FIT, EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_plain_jpeg, decode_workers,
     orientation,
@@ -479,7 +479,7 @@ class ScanPixels:
         self.n_rows = n_rows
         self.complete = False  # every file of the scan report has its row (row i = record i)
         folder.mkdir(parents=True, exist_ok=True)
-        remove_stale(folder)  # what killed runs left half-written in the shared cache
+        remove_partial(folder, STALE_AFTER_S)  # what killed runs left half-written in the shared cache
         self.folder = folder
         try:
             fd = os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o644)
@@ -588,7 +588,7 @@ def _name_scratch(fd: int, target: Path) -> bool:
     try:
         os.fsync(fd)
         if os.utime in os.supports_fd:
-            os.utime(fd)  # fresh: its link must not pass for a dead run's leftover (io.remove_stale)
+            os.utime(fd)  # fresh: its link must not pass for a dead run's leftover (io.remove_partial)
         if os.path.lexists(tmp):
             os.unlink(tmp)
         # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; a dir_fd
