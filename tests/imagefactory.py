@@ -56,6 +56,7 @@ __all__ = [
     "EXTENSIONS",
     "FORMAT_INFO",
     "BROKEN_EXTENSIONS",
+    "FRAMES",
     "write_image",
     "write_broken",
     "make_class_tree",
@@ -79,7 +80,13 @@ FORMAT_INFO: dict[str, tuple[str, str, str]] = {
     "gif_animated": ("GIF", "P", ".gif"),
     "bmp": ("BMP", "RGB", ".bmp"),
     "webp": ("WEBP", "RGB", ".webp"),
+    "tiff": ("TIFF", "RGB", ".tif"),
+    "tiff16": ("TIFF", "I;16", ".tif"),
+    "tiff_multipage": ("TIFF", "RGB", ".tiff"),  # two pages: the first one is the image
+    "png_as_jpg": ("PNG", "RGB", ".jpg"),  # a real PNG whose extension lies: used all the same
 }
+# frames of the formats that have more than one
+FRAMES: dict[str, int] = {"gif_animated": 3, "tiff_multipage": 2}
 ALL_GOOD_FORMATS: tuple[str, ...] = tuple(FORMAT_INFO)
 EXTENSIONS: dict[str, str] = {k: v[2] for k, v in FORMAT_INFO.items()}
 
@@ -88,9 +95,8 @@ BROKEN_EXTENSIONS: dict[str, str] = {
     "truncated_jpeg": ".jpg",
     "zero_bytes": ".jpg",
     "text_as_jpg": ".jpg",
-    "png_as_jpg": ".jpg",
     "corrupt_jpeg": ".jpg",
-    "tiff": ".tif",
+    "ppm": ".ppm",
 }
 ALL_BROKEN_KINDS: tuple[str, ...] = tuple(BROKEN_EXTENSIONS)
 
@@ -213,6 +219,15 @@ def write_image(
         kw = dict(format="BMP")
     elif fmt == "webp":
         kw = dict(format="WEBP", lossless=True)
+    elif fmt in ("tiff", "png_as_jpg"):
+        kw = dict(format="TIFF" if fmt == "tiff" else "PNG")
+    elif fmt == "tiff16":
+        value = np.clip(np.rint(_luma(rgb) * 257), 0, 65535).astype("<u2")
+        img = Image.frombytes("I;16", (w, h), value.tobytes())
+        kw = dict(format="TIFF")
+    elif fmt == "tiff_multipage":
+        other = Image.fromarray(_base_rgb(size, (np.asarray(color[:3], np.int32) + 128) % 256, noise, seed + 1), "RGB")
+        kw = dict(format="TIFF", save_all=True, append_images=[other])
 
     kw.update(save_kw)
     img.save(path, **kw)
@@ -258,16 +273,15 @@ def _corrupt_jpeg_bytes() -> bytes:
 
 
 def write_broken(path: str | os.PathLike, kind: str) -> Path:
-    """Write a file that an image loader must reject (or, for ``tiff``, refuse as unsupported).
+    """Write a file that an image loader must reject (or, for ``ppm``, refuse as unsupported).
 
     - ``truncated_jpeg``: a valid JPEG cut to 60 % of its bytes; ``Image.open`` works (the
       header is intact), ``.load()`` raises ``OSError`` ("image file is truncated").
     - ``zero_bytes``: an empty file; ``Image.open`` raises ``UnidentifiedImageError``.
     - ``text_as_jpg``: a text file (give it a ``.jpg`` name); unidentified.
-    - ``png_as_jpg``: a real PNG (give it a ``.jpg`` name); identifies as PNG.
     - ``corrupt_jpeg``: a JPEG header that Pillow identifies (64 x 48) and a garbage body;
       ``.load()`` raises ``OSError``.
-    - ``tiff``: a real TIFF image (identifies as TIFF, decodes fine: unsupported, not broken).
+    - ``ppm``: a real PPM image (identifies as PPM, decodes fine: unsupported, not broken).
     """
     if kind not in BROKEN_EXTENSIONS:
         raise ValueError(f"unknown broken kind {kind!r}; choose from {', '.join(ALL_BROKEN_KINDS)}")
@@ -280,14 +294,10 @@ def write_broken(path: str | os.PathLike, kind: str) -> Path:
         path.write_bytes(b"")
     elif kind == "text_as_jpg":
         path.write_text("this is not an image, just text with a .jpg name\n", encoding="utf-8")
-    elif kind == "png_as_jpg":
-        buf = io.BytesIO()
-        Image.fromarray(_base_rgb((40, 30), (30, 120, 200), 0, 0), "RGB").save(buf, format="PNG")
-        path.write_bytes(buf.getvalue())
     elif kind == "corrupt_jpeg":
         path.write_bytes(_corrupt_jpeg_bytes())
-    elif kind == "tiff":
-        Image.fromarray(_base_rgb((40, 30), (30, 200, 120), 0, 0), "RGB").save(path, format="TIFF")
+    elif kind == "ppm":
+        Image.fromarray(_base_rgb((40, 30), (30, 200, 120), 0, 0), "RGB").save(path, format="PPM")
     return path
 
 

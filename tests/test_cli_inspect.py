@@ -76,23 +76,27 @@ def test_inspect_lists_bad_files_and_goes_on(inspect, class_tree, tmp_path):
     write_broken(class_tree / "cats" / "cut.jpg", "truncated_jpeg")
     write_broken(class_tree / "cats" / "empty.jpg", "zero_bytes")
     write_broken(class_tree / "dogs" / "notes.jpg", "text_as_jpg")
-    write_broken(class_tree / "dogs" / "really_png.jpg", "png_as_jpg")
-    write_broken(class_tree / "dogs" / "scan.tif", "tiff")
+    write_image(class_tree / "dogs" / "really_png.jpg", "png_as_jpg")  # used, with a warning
+    write_image(class_tree / "dogs" / "scan.tif", "tiff16")  # read
+    write_broken(class_tree / "dogs" / "photo.ppm", "ppm")
     write_broken(class_tree / "dogs" / "garbage.jpg", "corrupt_jpeg")
     code, out, err = inspect(class_tree)
     assert code == 0, err
-    assert "images    32 valid, 6 bad" in out
-    assert "6 bad file(s), left out of training (nothing was moved or deleted):" in out
+    assert "images    34 valid, 5 bad" in out
+    assert "6 problem(s) (bad files are left out of training; nothing was moved or deleted):" in out
+    problems = out.split("problem(s)")[1]  # every problem after the whole report
     for name, words in [("cats/cut.jpg", "truncated"), ("cats/empty.jpg", "empty file"),
-                        ("dogs/notes.jpg", "not an image"), ("dogs/really_png.jpg", "holds PNG"),
-                        ("dogs/scan.tif", "unsupported"), ("dogs/garbage.jpg", "corrupt")]:
-        line = next(line for line in out.splitlines() if name in line)
+                        ("dogs/notes.jpg", "not an image"), ("dogs/really_png.jpg", "holds PNG; used as PNG"),
+                        ("dogs/photo.ppm", "unsupported image format: PPM"), ("dogs/garbage.jpg", "corrupt")]:
+        line = next(line for line in problems.splitlines() if name in line)
         assert words in line
         assert (class_tree / name).exists()  # never deleted or moved
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {b["path"]: b["reason"] for b in summary["bad"]} == {
         "cats/cut.jpg": "truncated", "cats/empty.jpg": "zero_bytes", "dogs/notes.jpg": "not_image",
-        "dogs/really_png.jpg": "extension_mismatch", "dogs/scan.tif": "unsupported", "dogs/garbage.jpg": "corrupt"}
+        "dogs/photo.ppm": "unsupported", "dogs/garbage.jpg": "corrupt"}
+    assert summary["renamed"] == [{"path": "dogs/really_png.jpg", "warning": "named .jpg but holds PNG; used as PNG"}]
+    assert summary["formats"] == {"PNG": 33, "TIFF": 1}
 
 
 def test_inspect_unreadable_and_badly_named_files_are_listed(inspect, class_tree, monkeypatch):
@@ -152,7 +156,50 @@ def test_class_without_valid_image(inspect, tmp_path):
     root = make_class_tree(tmp_path / "d", {"cats": 3}, size=(8, 8))
     write_broken(root / "dogs" / "a.jpg", "zero_bytes")
     write_broken(root / "dogs" / "b.jpg", "truncated_jpeg")
-    _assert_one_line_error(*inspect(root), "class 'dogs' has no valid image")
+    code, out, err = inspect(root)
+    _assert_one_line_error(code, out, err, "only one class ('cats') with usable images")
+    # the whole report came first, then every problem
+    assert "classes   1: cats" in out and "3 problem(s)" in out
+    assert f"class 'dogs' left out: no usable image (folder {root / 'dogs'})" in out
+    assert "dogs/a.jpg: empty file" in out and "dogs/b.jpg: truncated" in out
+
+
+def test_empty_class_is_left_out_and_the_rest_is_used(inspect, class_tree):
+    (class_tree / "birds").mkdir()
+    code, out, err = inspect(class_tree)
+    assert code == 0, err
+    assert "classes   2: cats, dogs" in out
+    assert f"class 'birds' left out: no usable image (folder {class_tree / 'birds'})" in out
+    # unless the user asked for it
+    _assert_one_line_error(*inspect(class_tree, "--classes", "dogs,birds"), "class 'birds' has no usable image")
+
+
+def test_classes_and_min_images(inspect, class_tree, tmp_path):
+    make_class_tree(class_tree, {"class_10": 5, "class_2": 2}, size=(16, 16))
+    code, out, err = inspect(class_tree, "--classes", "dogs,class_10,cats")
+    assert code == 0, err
+    assert "classes   3: dogs, class_10, cats" in out  # in the order given
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["class_names"] == ["dogs", "class_10", "cats"]
+    code, out, err = inspect(class_tree, "--min-images", "4")
+    assert code == 0, err
+    assert "classes   3: cats, class_10, dogs" in out
+    assert "class 'class_2' left out: only 2 usable images" in out and "--min-images 4" in out
+    _assert_one_line_error(*inspect(class_tree, "--classes", "cats,wolves"), "class 'wolves' has no folder")
+    _assert_one_line_error(*inspect(class_tree, "--min-images", "0"), "--min-images must be")
+
+
+def test_system_clutter_is_ignored_and_counted(inspect, class_tree):
+    (class_tree / "cats" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 not an image")
+    (class_tree / "dogs" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (class_tree / "dogs" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (class_tree / "dogs" / "._dogs_1.png").write_bytes(b"\0\5\26\7 AppleDouble")
+    write_image(class_tree / "__MACOSX" / "cats" / "._x.png", "png")
+    write_image(class_tree / "cats" / ".ipynb_checkpoints" / "x-checkpoint.png", "png")
+    code, out, err = inspect(class_tree)
+    assert code == 0, err
+    assert "classes   2: cats, dogs" in out  # __MACOSX is no class
+    assert "images    32 valid, 0 bad, 6 ignored (6 system or hidden files)" in out
+    assert "problem" not in out
 
 
 def test_no_valid_image_at_all(inspect, tmp_path):
@@ -190,9 +237,12 @@ def test_unreadable_data_root(inspect, class_tree, monkeypatch):
     _assert_one_line_error(*inspect(class_tree), "cannot read folder", "permission denied")
 
 
-def test_symlink_loop(inspect, class_tree):
+def test_symlink_loop_is_skipped_with_a_warning(inspect, class_tree):
     os.symlink(class_tree / "dogs", class_tree / "dogs" / "loop")
-    _assert_one_line_error(*inspect(class_tree), "symbolic link loop", "loop")
+    code, out, err = inspect(class_tree)
+    assert code == 0, err
+    assert "images    32 valid, 0 bad" in out
+    assert f"symbolic link loop skipped: {class_tree / 'dogs' / 'loop'} leads back to {class_tree / 'dogs'}" in out
 
 
 def test_non_utf8_class_folder(inspect, class_tree):

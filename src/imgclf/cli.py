@@ -51,6 +51,9 @@ def _add_data_options(p: argparse.ArgumentParser, *, data_required: bool = True)
     p.add_argument("--test", type=float, default=0.1, help="test fraction (class-per-folder data)")
     p.add_argument("--seed", type=int, default=42, help="seed for splits, shuffling and initialisation")
     p.add_argument("--splits", help="reuse the split lists in this folder (e.g. RUN/splits)")
+    p.add_argument("--classes", metavar="A,B,C", help="use only these class folders, in this order")
+    p.add_argument("--min-images", type=int, default=1, metavar="N",
+                   help="leave out classes with fewer than N usable images (default 1: empty classes)")
     p.add_argument("--fit", choices=("crop", "stretch", "pad"), default="crop",
                    help="how to bring images to the input size: keep the aspect ratio and centre-crop "
                         "(default), stretch (Keras' default) or pad")
@@ -69,18 +72,26 @@ def _load(args, image_size: int | None = None, **options):
         args.data, image_size=args.image_size or image_size or 160, validation=args.validation,
         test=args.test, seed=args.seed, splits=args.splits, data_path=args.data_path,
         cache=args.cache_dir, cache_mode=args.cache, interpolation=args.interpolation, fit=args.fit,
-        progress=_progress(args), **options,
+        classes=args.classes, min_images=args.min_images, progress=_progress(args), **options,
     )
 
 
 # -- commands ------------------------------------------------------------------------------
 
 def cmd_inspect(args) -> int:
-    from .overview import describe, format_summary
+    from .overview import format_summary, inspect
 
-    ds = _load(args, predecode=False)  # inspect needs no pixels: the quicker check will do
-    summary = describe(ds, args.output)
+    # the whole report, then every problem; exit status 2 only when nothing can be trained
+    summary = inspect(args.data, args.output, classes=args.classes, min_images=args.min_images,
+                      data_path=args.data_path, cache=args.cache_dir, progress=_progress(args),
+                      image_size=args.image_size or 160, validation=args.validation, test=args.test,
+                      seed=args.seed, splits=args.splits, cache_mode=args.cache,
+                      interpolation=args.interpolation, fit=args.fit)
     print(format_summary(summary))
+    if summary["error"]:
+        from .errors import DataError
+
+        raise DataError(summary["error"])  # after the report: one line, exit status 2
     return 0
 
 

@@ -6,21 +6,69 @@ import os
 from pathlib import Path
 
 from . import figures, io
-from .data.dataset import ImageDataset
-from .data.scan import display_path
+from .data.dataset import ImageDataset, dataset_from_scan, scan_dataset
+from .data.scan import ScanReport, display_path
 from .data.split import SPLITS
+from .errors import DataError
+
+
+def inspect(data=None, output: str | os.PathLike | None = None, *, classes=None, min_images: int = 1,
+            data_path=None, cache=None, progress: bool = True, k: int = 3, **split_options) -> dict:
+    """Scan and summarise a dataset without stopping at its first problem.
+
+    The summary (see :func:`describe`) lists every problem found under ``problems``; when no
+    model can be trained on the data, ``error`` says why (and there are no splits, figures or
+    ``summary.json``).
+    A folder that cannot be read at all still raises :class:`~imgclf.errors.DataError`.
+    """
+    source, report = scan_dataset(data, classes=classes, min_images=min_images, data_path=data_path,
+                                  cache=cache, progress=progress)
+    try:
+        ds = dataset_from_scan(source, report, cache=cache, progress=progress, **split_options)
+    except DataError as e:
+        summary = _report_summary(report)
+        summary["error"] = str(e)
+        return summary
+    summary = describe(ds, output, k=k)
+    summary["error"] = None
+    return summary
+
+
+def _problems(report: ScanReport) -> list[str]:
+    """Every problem of a scan, one sentence each: what was skipped or left out, then bad files."""
+    return list(report.warnings) + [f"{display_path(r.path)}: {r.warning}" for r in report.renamed] + [
+        r.message() for r in report.bad]
+
+
+def _report_summary(report: ScanReport) -> dict:
+    """What :func:`describe` gives, from the scan alone (data that cannot be split)."""
+    counts = report.counts()
+    return {
+        "root": str(report.root), "layout": report.layout, "class_names": report.class_names,
+        "counts": {"total": counts}, "total": len(report.valid), "bad_files": len(report.bad),
+        "majority_class": report.baseline()[0], "baseline_accuracy": report.baseline()[1],
+        "baseline_split": "all images", **_scan_details(report),
+    }
+
+
+def _scan_details(report: ScanReport) -> dict:
+    return {
+        "bad": [{"path": r.path, "reason": r.reason, "detail": r.detail, "message": r.message()} for r in report.bad],
+        "ignored": report.ignored,
+        "clutter": len(report.clutter),
+        "warnings": list(report.warnings),
+        "renamed": [{"path": r.path, "warning": r.warning} for r in report.renamed],
+        "problems": _problems(report),
+        "formats": report.formats(),
+        "sizes": report.size_summary(),
+    }
 
 
 def describe(ds: ImageDataset, output: str | os.PathLike | None = None, *, k: int = 3) -> dict:
     """Summarise ``ds``; with ``output``, write ``summary.json`` and the two figures there."""
     summary = ds.summary()
     report = ds.report
-    summary.update({
-        "bad": [{"path": r.path, "reason": r.reason, "detail": r.detail, "message": r.message()} for r in report.bad],
-        "ignored": report.ignored,
-        "formats": report.formats(),
-        "sizes": report.size_summary(),
-    })
+    summary.update(_scan_details(report))
     if output is not None:
         out = Path(output)
         samples = figures.sample_grid(ds.sample(k), title=f"{k} random training images per class")
@@ -34,15 +82,17 @@ def describe(ds: ImageDataset, output: str | os.PathLike | None = None, *, k: in
     return summary
 
 
-def format_summary(summary: dict) -> str:
-    """The summary as the text ``imgclf inspect`` prints."""
+def format_summary(summary: dict, max_problems: int = 50) -> str:
+    """The summary as the text ``imgclf inspect`` prints: the whole report, then every problem."""
     lines = []
     counts = summary["counts"]
     names = summary["class_names"]
     total_bad = len(summary["bad"])
     lines.append(f"data      {display_path(summary['root'])} ({summary['layout'].replace('_', ' ')})")
     lines.append(f"classes   {len(names)}: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
-    lines.append(f"images    {summary['total']:,} valid, {total_bad:,} bad, {len(summary['ignored']):,} ignored")
+    ignored = len(summary["ignored"]) + summary.get("clutter", 0)
+    lines.append(f"images    {summary['total']:,} valid, {total_bad:,} bad, {ignored:,} ignored"
+                 + (f" ({summary['clutter']:,} system or hidden files)" if summary.get("clutter") else ""))
     lines.append("formats   " + ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items()))
     sizes = summary["sizes"]
     for name in names[:10]:
@@ -50,24 +100,28 @@ def format_summary(summary: dict) -> str:
         if s:
             lines.append(f"sizes     {name}: width {s['min_w']}-{s['max_w']} (median {s['median_w']}), "
                          f"height {s['min_h']}-{s['max_h']} (median {s['median_h']})")
-    lines.append("")
-    width = max(5, *(len(n) for n in names))
-    header = f"{'class':<{width}}  " + "  ".join(f"{s:>10}" for s in SPLITS) + f"  {'total':>7}"
-    lines.append(header)
-    for name in names:
-        row = [counts[s][name] for s in SPLITS]
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>10,}" for v in row) + f"  {sum(row):>7,}")
-    lines.append("")
-    lines.append(f"majority baseline: {summary['baseline_accuracy']:.1%} on {summary.get('baseline_split', 'validation')} "
-                 f"(always predicting {summary['majority_class']!r})")
-    if total_bad:
-        lines.append(f"\n{total_bad} bad file(s), left out of training (nothing was moved or deleted):")
-        for b in summary["bad"][:50]:
-            lines.append(f"  {b['message']}")
-        if total_bad > 50:
-            lines.append(f"  ... and {total_bad - 50} more (see summary.json)")
+    if names:
+        lines.append("")
+        columns = [s for s in SPLITS if s in counts] or list(counts)
+        width = max(5, *(len(n) for n in names))
+        lines.append(f"{'class':<{width}}  " + "  ".join(f"{s:>10}" for s in columns)
+                     + (f"  {'total':>7}" if len(columns) > 1 else ""))
+        for name in names:
+            row = [counts[s][name] for s in columns]
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>10,}" for v in row)
+                         + (f"  {sum(row):>7,}" if len(columns) > 1 else ""))
+        lines.append("")
+        lines.append(f"majority baseline: {summary['baseline_accuracy']:.1%} on {summary.get('baseline_split', 'validation')} "
+                     f"(always predicting {summary['majority_class']!r})")
     if summary.get("figures"):
         lines.append("")
         for name, path in summary["figures"].items():
             lines.append(f"figure    {display_path(path)}")
+    problems = summary.get("problems", [b["message"] for b in summary["bad"]])
+    if problems:
+        lines.append(f"\n{len(problems)} problem(s) (bad files are left out of training; nothing was moved or deleted):")
+        for p in problems[:max_problems]:
+            lines.append(f"  {p}")
+        if len(problems) > max_problems:
+            lines.append(f"  ... and {len(problems) - max_problems} more (see summary.json)")
     return "\n".join(lines)

@@ -152,7 +152,7 @@ class Run:
         root = data if data is not None else d["root"]
         ds = load_dataset(root, image_size=self.image_size, seed=d["seed"], splits=self.splits_dir,
                           fit=d["fit"], interpolation=d["interpolation"], cache_mode=d["cache_mode"],
-                          progress=progress)
+                          classes=self.class_names, progress=progress)
         if ds.class_names != self.class_names:
             raise RunError(f"{root} now has classes {ds.class_names}, but {self.path} was trained on "
                            f"{self.class_names}; restore the class folders or train a new run")

@@ -15,7 +15,7 @@ from imgclf.data.sources import resolve_source
 from imgclf.errors import DataError
 from tests.imagefactory import (
     deny_open,
-    ALL_BROKEN_KINDS, ALL_GOOD_FORMATS, BROKEN_EXTENSIONS, EXTENSIONS, FORMAT_INFO, make_class_tree,
+    ALL_BROKEN_KINDS, ALL_GOOD_FORMATS, BROKEN_EXTENSIONS, EXTENSIONS, FORMAT_INFO, FRAMES, make_class_tree,
     write_broken, write_image,
 )
 
@@ -25,9 +25,8 @@ BROKEN_REASON = {
     "truncated_jpeg": "truncated",
     "zero_bytes": "zero_bytes",
     "text_as_jpg": "not_image",
-    "png_as_jpg": "extension_mismatch",
     "corrupt_jpeg": "corrupt",
-    "tiff": "unsupported",
+    "ppm": "unsupported",
 }
 
 
@@ -69,7 +68,8 @@ def test_check_file_every_good_format(every_format, fmt):
     # displayed size: 40x30, or 30x40 once the EXIF rotation (orientation 6) is applied
     expected = (30, 40) if fmt == "jpeg_exif_rotated" else (40, 30)
     assert (res["width"], res["height"]) == expected
-    assert res["frames"] == (3 if fmt == "gif_animated" else 1)
+    assert res["frames"] == FRAMES.get(fmt, 1)
+    assert (res.get("warning") is not None) == (fmt == "png_as_jpg")  # used, with a warning
 
 
 @pytest.mark.parametrize("kind", ALL_BROKEN_KINDS)
@@ -84,9 +84,9 @@ def test_other_truncated_formats(every_format, name):
     assert check_file(every_format / "bad" / name)["reason"] == "truncated"
 
 
-def test_extension_mismatch_says_what_it_holds(every_format):
-    res = check_file(every_format / "bad" / "png_as_jpg.jpg")
-    assert res["detail"] == "named .jpg but holds PNG"
+def test_extension_mismatch_is_used_and_says_what_it_holds(every_format):
+    res = check_file(every_format / "good" / "png_as_jpg.jpg")
+    assert res["ok"] and res["warning"] == "named .jpg but holds PNG; used as PNG"
 
 
 def test_scan_reports_everything_and_deletes_nothing(every_format, tmp_path):
@@ -164,16 +164,19 @@ def test_unreadable_file_real_permissions(class_tree, tmp_path):
     assert [(r.path, r.reason) for r in report.bad] == [("dogs/dogs_0.png", "unreadable")]
 
 
-def test_symlink_loop(class_tree, tmp_path):
+def test_symlink_loop_is_skipped_with_a_warning(class_tree, tmp_path):
     os.symlink(class_tree / "cats", class_tree / "cats" / "again")
-    with pytest.raises(DataError, match="symbolic link loop"):
-        _scan(class_tree, tmp_path)
+    report = _scan(class_tree, tmp_path)
+    assert report.counts() == {"cats": 16, "dogs": 16} and not report.bad
+    assert report.warnings == [f"symbolic link loop skipped: {class_tree / 'cats' / 'again'} leads back to "
+                               f"{class_tree / 'cats'}"]
 
 
 def test_symlink_to_parent_loop(class_tree, tmp_path):
     os.symlink(class_tree, class_tree / "dogs" / "up")
-    with pytest.raises(DataError, match="symbolic link loop"):
-        _scan(class_tree, tmp_path)
+    report = _scan(class_tree, tmp_path)
+    assert report.counts() == {"cats": 16, "dogs": 16}  # no cat walked in as a dog
+    assert len(report.warnings) == 1 and "dogs/up leads back to" in report.warnings[0]
 
 
 def test_dangling_link_is_a_bad_file(class_tree, tmp_path):
@@ -261,7 +264,7 @@ def test_presplit_class_missing_from_train(tmp_path):
     ("empty", "no images found"),
     ("one_class", "only one class"),
     ("no_valid", "none of the"),
-    ("empty_class", "class 'dogs' has no valid image"),
+    ("empty_class", r"only one class \('cats'\) with usable images"),
 ])
 def test_check_usable(tmp_path, case, match):
     root = tmp_path / "d"
@@ -274,9 +277,12 @@ def test_check_usable(tmp_path, case, match):
     elif case == "empty_class":
         make_class_tree(root, {"cats": 2}, size=(8, 8))
         write_broken(root / "dogs" / "b.jpg", "truncated_jpeg")
-    report = _scan(root, tmp_path)
+    report = _scan(root, tmp_path).keep_classes()
     with pytest.raises(DataError, match=match):
         report.check_usable()
+    if case == "empty_class":
+        assert report.class_names == ["cats"] and report.warnings == [
+            f"class 'dogs' left out: no usable image (folder {root / 'dogs'})"]
 
 
 def test_parallel_and_serial_agree(every_format, tmp_path):

@@ -236,6 +236,39 @@ def _thumbnail(path: Path, max_side: int) -> np.ndarray:
     return load_image(full, (max(1, round(h * s)), max(1, round(w * s)))) if s < 1 else full
 
 
+def class_list(classes: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
+    """``"a,b,c"`` or ``["a", "b", "c"]`` as a list of class names in that order (``None`` stays)."""
+    if classes is None:
+        return None
+    names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else [str(c) for c in classes]
+    names = [c for c in names if c]
+    if len(names) < 2:
+        raise ConfigError(f"--classes needs at least two class names, got {classes!r}")
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"--classes names {repeated[0]!r} twice; name each class once")
+    return names
+
+
+def scan_dataset(
+    data: str | os.PathLike | None = None,
+    *,
+    classes: str | list[str] | None = None,
+    min_images: int = 1,
+    data_path: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+    decode: tuple | None = None,
+) -> tuple[DataSource, ScanReport]:
+    """Find and scan a dataset, and choose its classes: those of ``classes`` in that order, or
+    every class folder with at least ``min_images`` usable images (the others are left out,
+    with a warning in the report). Nothing is split yet; :func:`load_dataset` does both."""
+    names = class_list(classes)
+    source = resolve_source(data, data_path=data_path, cache=cache, progress=progress)
+    report = scan(source, cache=cache, progress=progress, decode=decode, classes=names)
+    return source, report.keep_classes(min_images, named=names is not None)
+
+
 def load_dataset(
     data: str | os.PathLike | None = None,
     *,
@@ -251,6 +284,8 @@ def load_dataset(
     fit: str = DEFAULT_FIT,
     progress: bool = True,
     predecode: bool = True,
+    classes: str | list[str] | None = None,
+    min_images: int = 1,
 ) -> ImageDataset:
     """Find, scan and split a dataset; the first step of everything else.
 
@@ -259,12 +294,35 @@ def load_dataset(
     default). ``splits`` reuses split lists saved by an earlier run instead of making new ones.
     ``predecode`` lets the scan keep the pixels it decodes at ``image_size`` for
     :meth:`ImageDataset.decoded` (one decode per file instead of two on a first run); turn
-    it off when the pixels will not be needed (``imgclf inspect``).
+    it off when the pixels will not be needed (``imgclf inspect``). ``classes`` (``"a,b,c"``
+    or a list) trains on those classes only, in that order; ``min_images`` leaves out classes
+    with fewer usable images (see :func:`scan_dataset`).
     """
     check_options(image_size, interpolation, fit, cache_mode)
-    source = resolve_source(data, data_path=data_path, cache=cache, progress=progress)
     decode = (image_size, interpolation, fit) if predecode and cache_mode != "none" else None
-    report = scan(source, cache=cache, progress=progress, decode=decode)
+    source, report = scan_dataset(data, classes=classes, min_images=min_images, data_path=data_path,
+                                  cache=cache, progress=progress, decode=decode)
+    return dataset_from_scan(source, report, image_size=image_size, validation=validation, test=test,
+                             seed=seed, splits=splits, cache=cache, cache_mode=cache_mode,
+                             interpolation=interpolation, fit=fit, progress=progress)
+
+
+def dataset_from_scan(
+    source: DataSource,
+    report: ScanReport,
+    *,
+    image_size: int | tuple[int, int] = 160,
+    validation: float = 0.2,
+    test: float = 0.1,
+    seed: int = 42,
+    splits: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    cache_mode: str = "disk",
+    interpolation: str = "bilinear",
+    fit: str = DEFAULT_FIT,
+    progress: bool = True,
+) -> ImageDataset:
+    """Split a scanned dataset (``DataError`` when nothing can be trained on it)."""
     report.check_usable()
     if splits is not None:
         assigned = apply_split_lists(report, read_split_lists(splits))

@@ -18,11 +18,15 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "MPO")
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "MPO", "TIFF")
 EXTENSION_FORMATS = {
     ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
     ".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".dib": "BMP", ".webp": "WEBP",
+    ".tif": "TIFF", ".tiff": "TIFF",
 }
+# Pixel modes :func:`to_rgb` turns into 8-bit RGB.
+SUPPORTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L",
+                   "F", "RGBa", "La")
 # The filter of the final resize (OpenCV's, which are several times faster than Pillow's
 # antialiased ones). "area" averages every source pixel (antialiased, the slowest); the
 # others first reduce by whole factors (see resize_image), so they never skip pixels either.
@@ -74,6 +78,33 @@ def open_image(source: ImageInput) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return Image.open(io.BytesIO(bytes(source)))
     return Image.open(os.fspath(source))
+
+
+class UnusableImage(ValueError):
+    """An image that opens but cannot be used: ``reason`` is ``"unsupported"``, ``detail`` says why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"unsupported image format: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def accept(img: Image.Image, name: str | os.PathLike | None = None) -> str | None:
+    """The one decision on whether an opened image is used, for training, prediction and
+    serving alike: raises :class:`UnusableImage` for a format or pixel mode imgclf does not
+    read; returns a warning (or ``None``) for what is used all the same, such as a file whose
+    extension names another format than the one it holds (a PNG named ``.jpg``)."""
+    fmt = img.format
+    if fmt not in SUPPORTED_FORMATS:
+        raise UnusableImage("unsupported", str(fmt or "unknown format"))
+    if img.mode not in SUPPORTED_MODES:
+        raise UnusableImage("unsupported", f"pixel mode {img.mode}")
+    if name is None:
+        return None
+    ext = os.path.splitext(os.fspath(name))[1]
+    expected = EXTENSION_FORMATS.get(ext.lower())
+    if expected and expected != fmt and not (expected == "JPEG" and fmt == "MPO"):
+        return f"named {ext} but holds {fmt}; used as {fmt}"
+    return None
 
 
 def orientation(img: Image.Image) -> int:
@@ -206,6 +237,7 @@ def load_image(
         if plain is not None:
             return plain[1]
     with open_image(source) as img:  # by its path, so that Pillow's errors name the file
+        accept(img)
         return decode_opened(img, size, interpolation, fit)
 
 

@@ -25,15 +25,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..progress import bar as progress_bar
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io import STALE_AFTER_S, TMP_PREFIX, finish_later, remove_partial, write_at
 from .images import (
-    DEFAULT_FIT, EXTENSION_FORMATS, SUPPORTED_FORMATS, _SWAPS, as_size, decode_opened, decode_plain_jpeg, decode_workers,
-    orientation,
+    DEFAULT_FIT, EXTENSION_FORMATS, _SWAPS, UnusableImage, accept, as_size, decode_opened, decode_plain_jpeg,
+    decode_workers, orientation,
 )
-from .sources import DataSource, cache_dir
+from .sources import DataSource, cache_dir, is_clutter
 
-SCAN_VERSION = 1
+SCAN_VERSION = 2  # 2: a file whose extension lies is used (with a warning); TIFF is read
 # Reasons a file is left out, as shown to the user.
 REASONS = {
     "zero_bytes": "empty file (0 bytes)",
@@ -41,7 +41,6 @@ REASONS = {
     "unsupported": "unsupported image format",
     "truncated": "truncated image (the file ends early)",
     "corrupt": "corrupt image data",
-    "extension_mismatch": "extension does not match the content",
     "unreadable": "cannot be read",
     "bad_name": "file name is not valid UTF-8",
     "too_large": "too many pixels (possible decompression bomb)",
@@ -52,7 +51,6 @@ ADVICE = {
     "unsupported": "convert it to JPEG or PNG",
     "truncated": "copy or download it again",
     "corrupt": "copy or download it again, or remove it",
-    "extension_mismatch": "rename it to the right extension",
     "unreadable": "fix its permissions",
     "bad_name": "rename it",
     "too_large": "resize it",
@@ -82,6 +80,7 @@ class ImageRecord:
     width: int | None = None  # as displayed (EXIF orientation applied)
     height: int | None = None
     frames: int | None = None
+    warning: str | None = None  # used, but worth knowing (an extension that names another format)
 
     def message(self, root: Path | None = None) -> str:
         where = display_path(str(root / self.path)) if root else display_path(self.path)
@@ -95,9 +94,15 @@ class ImageRecord:
 class ScanReport:
     root: Path
     layout: str
-    class_names: list[str]
+    class_names: list[str]  # the classes trained on, in order
     records: list[ImageRecord]
-    ignored: list[str] = field(default_factory=list)  # hidden files, files outside class folders
+    ignored: list[str] = field(default_factory=list)  # files outside class folders
+    # operating-system clutter (Thumbs.db, .DS_Store, ._*, __MACOSX/, ...) and hidden files,
+    # skipped without being read
+    clutter: list[str] = field(default_factory=list)
+    # problems that leave the rest usable (a link loop skipped, an empty class left out), one
+    # sentence each
+    warnings: list[str] = field(default_factory=list)
     cached: int = 0  # records answered from the scan cache
     # pixels decoded while scanning, for the pipeline to take (see ``scan(decode=...)``)
     pixels: "ScanPixels | None" = field(default=None, repr=False)
@@ -107,7 +112,14 @@ class ScanReport:
 
     @property
     def valid(self) -> list[ImageRecord]:
-        return [r for r in self.records if r.ok]
+        """The usable images of the classes trained on."""
+        names = set(self.class_names)
+        return [r for r in self.records if r.ok and r.label in names]
+
+    @property
+    def renamed(self) -> list[ImageRecord]:
+        """Usable images with a warning (an extension that names another format)."""
+        return [r for r in self.valid if r.warning]
 
     @property
     def bad(self) -> list[ImageRecord]:
@@ -140,22 +152,36 @@ class ScanReport:
         name = max(counts, key=lambda k: counts[k])
         return name, counts[name] / total
 
+    def keep_classes(self, min_images: int = 1, named: bool = False) -> "ScanReport":
+        """Leave out (with a warning) every class with fewer than ``min_images`` usable images;
+        ``named=True`` (the user listed the classes) makes that an error instead."""
+        if isinstance(min_images, bool) or not isinstance(min_images, int) or min_images < 1:
+            raise ConfigError(f"--min-images must be a whole number >= 1, got {min_images!r}")
+        counts = self.counts()
+        for name in [c for c in self.class_names if counts[c] < min_images]:
+            n = counts[name]
+            have = "no usable image" if n == 0 else f"only {n} usable image{'s' if n != 1 else ''}"
+            folder = display_path(str(self.root / name)) if self.layout != "presplit" else repr(name)
+            if named:
+                raise DataError(f"class {name!r} has {have} (folder {folder}, --min-images {min_images}); "
+                                "add images or leave it out of --classes")
+            self.warnings.append(f"class {name!r} left out: {have} (folder {folder}"
+                                 + (f", --min-images {min_images}" if min_images > 1 else "") + ")")
+            self.class_names.remove(name)
+        return self
+
     def check_usable(self) -> None:
         """Raise :class:`DataError` when no model can be trained on this data."""
         if not self.records:
-            raise DataError(f"no images found in {self.root} (expected one sub-folder of images per class)")
-        if not self.valid:
-            raise DataError(f"none of the {len(self.records)} files in {self.root} is a usable image")
+            raise DataError(f"no images found in {display_path(str(self.root))} "
+                            "(expected one sub-folder of images per class)")
+        if not any(r.ok for r in self.records):
+            raise DataError(f"none of the {len(self.records)} files in {display_path(str(self.root))} "
+                            "is a usable image")
         if len(self.class_names) < 2:
-            raise DataError(
-                f"only one class ({self.class_names[0]!r}) in {self.root}: a classifier needs at "
-                "least two sub-folders of images"
-            )
-        empty = [c for c, n in self.counts().items() if n == 0]
-        if empty:
-            raise DataError(
-                f"class {empty[0]!r} has no valid image (folder {self.root / empty[0]}); add images or remove the folder"
-            )
+            only = f"only one class ({self.class_names[0]!r})" if self.class_names else "no class"
+            raise DataError(f"{only} with usable images in {display_path(str(self.root))}: a classifier needs "
+                            "at least two sub-folders of images")
 
     def to_dict(self) -> dict:
         name, base = self.baseline("train" if self.layout == "presplit" else None)
@@ -167,6 +193,8 @@ class ScanReport:
             "valid": len(self.valid),
             "bad": [asdict(r) for r in self.bad],
             "ignored": self.ignored,
+            "clutter": len(self.clutter),
+            "warnings": self.warnings + [f"{display_path(r.path)}: {r.warning}" for r in self.renamed],
             "formats": self.formats(),
             "sizes": self.size_summary(),
             "majority_class": name,
@@ -195,31 +223,46 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _walk_files(folder: Path, seen: set[str]) -> list[Path]:
-    """Every non-hidden file under ``folder``, following links, refusing link loops."""
+@dataclass
+class _Walk:
+    """What walking the folders found besides the images."""
+
+    clutter: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _walk_files(folder: Path, seen: set[str], walk: _Walk) -> list[Path]:
+    """Every file under ``folder`` but clutter, following links; a link back to the folder it is
+    in or to one above it (a loop) is skipped with a warning."""
     real = os.path.realpath(folder)
-    if real in seen:
-        raise DataError(
-            f"symbolic link loop: {display_path(str(folder))} leads back to {display_path(real)}; remove the link"
-        )
     seen = seen | {real}
     out: list[Path] = []
     for e in _listdir(folder):
-        if e.name.startswith("."):
+        directory = _is_dir(e)
+        if is_clutter(e.name, directory):
+            walk.clutter.append(e.path)
             continue
         if e.is_symlink() and not os.path.exists(e.path):
             out.append(Path(e.path))  # a dangling link: reported as unreadable
-        elif _is_dir(e):
-            out.extend(_walk_files(Path(e.path), seen))
+        elif directory:
+            target = os.path.realpath(e.path)
+            # a link to a folder it is inside of (its own, or one above it) would walk forever
+            if any(s == target or s.startswith(os.path.join(target, "")) for s in seen):
+                walk.warnings.append(f"symbolic link loop skipped: {display_path(e.path)} leads back to "
+                                     f"{display_path(target)}")
+                continue
+            out.extend(_walk_files(Path(e.path), seen, walk))
         else:
             out.append(Path(e.path))
     return out
 
 
-def _class_dirs(folder: Path) -> tuple[list[Path], list[str]]:
+def _class_dirs(folder: Path, walk: _Walk | None = None) -> tuple[list[Path], list[str]]:
     dirs, ignored = [], []
     for e in _listdir(folder):
-        if e.name.startswith("."):
+        if is_clutter(e.name, _is_dir(e)):
+            if walk is not None:
+                walk.clutter.append(e.path)
             continue
         if _is_dir(e):
             try:
@@ -234,16 +277,33 @@ def _class_dirs(folder: Path) -> tuple[list[Path], list[str]]:
     return dirs, ignored
 
 
-def find_files(source: DataSource) -> tuple[list[tuple[Path, str, str | None]], list[str], list[str]]:
-    """``(path, class, split)`` for every candidate file, the class names, and ignored paths."""
+def find_files(
+    source: DataSource, classes: list[str] | None = None, walk: _Walk | None = None,
+) -> tuple[list[tuple[Path, str, str | None]], list[str], list[str]]:
+    """``(path, class, split)`` for every candidate file, the class names, and ignored paths.
+
+    ``classes`` walks only those class folders (a :class:`DataError` names one that is
+    missing) and keeps their order."""
+    walk = walk if walk is not None else _Walk()
     roots = source.split_dirs.items() if source.layout == "presplit" else [(None, source.root)]
     found, ignored, names = [], [], set()
+    wanted = set(classes) if classes is not None else None
     for split, folder in roots:
-        dirs, ign = _class_dirs(folder)
+        dirs, ign = _class_dirs(folder, walk)
         ignored += ign
         for d in dirs:
+            if wanted is not None and d.name not in wanted:
+                continue
             names.add(d.name)
-            found += [(p, d.name, split) for p in _walk_files(d, set())]
+            found += [(p, d.name, split) for p in _walk_files(d, set(), walk)]
+    if classes is not None:
+        missing = [c for c in classes if c not in names]
+        if missing:
+            where = source.split_dirs["train"] if source.layout == "presplit" else source.root
+            raise DataError(f"class {missing[0]!r} has no folder in {display_path(str(where))}; check the name "
+                            "given to --classes (`imgclf inspect` lists the classes) or restore the folder")
+        if source.layout != "presplit":
+            return found, list(classes), ignored
     if source.layout == "presplit":
         train_names = {d.name for d in _class_dirs(source.split_dirs["train"])[0]}
         extra = sorted(names - train_names)
@@ -252,15 +312,13 @@ def find_files(source: DataSource) -> tuple[list[tuple[Path, str, str | None]], 
                 f"class {extra[0]!r} appears in another split but not in {source.split_dirs['train']}; "
                 "every class needs training images"
             )
+        if classes is not None:
+            return found, list(classes), ignored
     return found, sorted(names, key=natural_key), ignored
 
 
 # ---------------------------------------------------------------------------------------
 # Checking one file
-
-
-_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "F",
-          "RGBa", "La")
 
 
 _READ_WHOLE = 64 << 20  # files up to this size are read in one go
@@ -317,14 +375,12 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                 if orientation(img) in _SWAPS:
                     w, h = h, w
                 info.update(width=w, height=h)
-                if fmt not in SUPPORTED_FORMATS:
-                    return {"ok": False, "reason": "unsupported", "detail": fmt, **info}, None
-                expected = EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower())
-                if expected and expected != fmt and not (expected == "JPEG" and fmt == "MPO"):
-                    return {"ok": False, "reason": "extension_mismatch",
-                            "detail": f"named {os.path.splitext(path)[1]} but holds {fmt}", **info}, None
-                if info["mode"] not in _MODES:
-                    return {"ok": False, "reason": "unsupported", "detail": f"pixel mode {info['mode']}", **info}, None
+                try:
+                    warning = accept(img, path)  # the decision predict and serve take too
+                except UnusableImage as e:
+                    return {"ok": False, "reason": e.reason, "detail": e.detail, **info}, None
+                if warning:
+                    info["warning"] = warning
                 if decode is not None:
                     # decoding at the model's size reads every byte of the stream too
                     pixels = decode_opened(img, *decode)
@@ -340,12 +396,20 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
     except UnidentifiedImageError:
         return {"ok": False, "reason": "not_image", "detail": _sniff(path)}, None
     except Image.DecompressionBombError as e:
-        return {"ok": False, "reason": "too_large", "detail": str(e).split(" could be")[0]}, None
+        return {"ok": False, "reason": "too_large", "detail": _too_many_pixels(e)}, None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as e:
         text = str(e)
         short = "truncated" in text.lower() or isinstance(e, EOFError) or _shorter_than_declared(path, st.st_size)
         reason = "truncated" if short else "corrupt"
         return {"ok": False, "reason": reason, "detail": text[:120] or type(e).__name__}, None
+
+
+def _too_many_pixels(error: Exception) -> str:
+    """Pillow's refusal of a decompression bomb as a phrase: ``"144,000,000 pixels, over the limit of 178,956,970"``."""
+    m = re.search(r"\((\d+) pixels\) exceeds limit of (\d+) pixels", str(error))
+    if not m:
+        return "more pixels than Pillow's limit"
+    return f"{int(m.group(1)):,} pixels, over the limit of {int(m.group(2)):,}"
 
 
 def _utf8(name: str) -> bool:
@@ -629,6 +693,7 @@ def scan(
     cache: str | os.PathLike | None = None,
     progress: bool = True,
     decode: tuple | None = None,
+    classes: list[str] | None = None,
 ) -> ScanReport:
     """Find and decode every file of ``source`` once; return the :class:`ScanReport`.
 
@@ -636,8 +701,10 @@ def scan(
     now (not those answered from the scan cache), decoded as
     :func:`~imgclf.data.images.load_image` would, in ``report.pixels`` (a
     :class:`ScanPixels`), so that the pipeline does not decode them a second time.
+    ``classes`` scans only those class folders, and keeps their order.
     """
-    found, class_names, ignored = find_files(source)
+    walk = _Walk()
+    found, class_names, ignored = find_files(source, classes, walk)
     db = ScanCache(cache_dir(cache) / "scan.sqlite" if use_cache else None)
     store: ScanPixels | None = None
     got: dict[int, int] = {}  # index in found -> row in store
@@ -710,6 +777,8 @@ def scan(
         class_names=class_names,
         records=records,
         ignored=[os.path.relpath(p, source.root) for p in ignored],
+        clutter=[os.path.relpath(p, source.root) for p in walk.clutter],
+        warnings=walk.warnings,
         cached=len(found) - len(todo),
         stats=stats,
     )

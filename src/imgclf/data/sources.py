@@ -32,6 +32,20 @@ SPLIT_DIR_NAMES = {
     "test": ("test", "testing"),
 }
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
+# What operating systems, zip tools and notebooks leave in folders of images: skipped
+# (and counted), never read as images or taken for classes.
+CLUTTER_FILES = {"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "icon\r"}
+CLUTTER_DIRS = {"__macosx", ".ipynb_checkpoints", "$recycle.bin", ".trash", ".trashes", ".spotlight-v100",
+                ".fseventsd", "system volume information"}
+
+
+def is_clutter(name: str, is_dir: bool = False) -> bool:
+    """Whether a file or folder name is system clutter or hidden (``Thumbs.db``, ``.DS_Store``,
+    AppleDouble ``._*`` files, ``__MACOSX/``, ``.ipynb_checkpoints/``, any dot-file)."""
+    low = name.lower()
+    if name.startswith("."):
+        return True
+    return low in CLUTTER_DIRS if is_dir else low in CLUTTER_FILES
 
 
 @dataclass(frozen=True)
@@ -163,8 +177,8 @@ def _from_path(path: Path, origin: str) -> DataSource:
     if "train" in split_dirs and len(split_dirs) > 1:
         return DataSource(root=path, layout="presplit", split_dirs=split_dirs, origin=origin)
     # an archive that wraps everything in a single top folder
-    subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    subdirs = [p for p in path.iterdir() if p.is_dir() and not is_clutter(p.name, True)]
+    files = [p for p in path.iterdir() if p.is_file() and not is_clutter(p.name)]
     if len(subdirs) == 1 and not files:
         inner = detect_split_dirs(subdirs[0])
         if "train" in inner and len(inner) > 1:
@@ -175,7 +189,7 @@ def _from_path(path: Path, origin: str) -> DataSource:
 def detect_split_dirs(path: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     try:
-        names = {p.name.lower(): p for p in path.iterdir() if p.is_dir()}
+        names = {p.name.lower(): p for p in path.iterdir() if p.is_dir() and not is_clutter(p.name, True)}
     except OSError as e:
         raise DataError(f"cannot read folder {path}: {e.strerror or e}") from None
     for split, aliases in SPLIT_DIR_NAMES.items():

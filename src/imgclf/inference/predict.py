@@ -27,7 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..data.images import EXTENSION_FORMATS, decode_opened, load_image, open_image
+from ..data.images import EXTENSION_FORMATS, UnusableImage, accept, decode_opened, load_image, open_image
+from ..data.sources import is_clutter
 from ..errors import ConfigError, DataError, ImgclfError
 
 DEFAULT_TOP_K = 3
@@ -167,7 +168,8 @@ def _natural_key(p: Path):
 
 def _images_in(folder: Path) -> list[Path]:
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSION_FORMATS
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+             and not any(is_clutter(part, i < len(p.relative_to(folder).parts) - 1)
+                         for i, part in enumerate(p.relative_to(folder).parts))]
     return sorted(files, key=_natural_key)
 
 
@@ -228,7 +230,7 @@ def expand_inputs(inputs) -> list[_Item]:
 
 def describe_error(e: BaseException) -> str:
     """A one-line, user-facing reason why an input could not be decoded."""
-    if isinstance(e, ImageTooLargeError):
+    if isinstance(e, (ImageTooLargeError, UnusableImage)):
         return str(e)
     if isinstance(e, Image.DecompressionBombError):
         return "image has too many pixels (refused as a possible decompression bomb)"
@@ -281,6 +283,7 @@ def decode(source, preprocessing: dict, max_pixels: int | None = None, *, opened
         source, opened = open_header(source, max_pixels), True
     if opened:
         with source:
+            accept(source)  # the files training uses, no more and no fewer
             return decode_opened(source, size, interpolation, fit)
     return load_image(source, size, interpolation=interpolation, fit=fit)
 

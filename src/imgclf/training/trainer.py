@@ -125,8 +125,8 @@ def train(
 
     if "augment" in options:
         options["augment"] = _resolve_augment(options["augment"])
-    data_options = {k: options.pop(k) for k in ("validation", "test", "fit", "interpolation", "cache_mode")
-                    if k in options}
+    data_options = {k: options.pop(k) for k in ("validation", "test", "fit", "interpolation", "cache_mode",
+                                                 "classes", "min_images") if k in options}
     try:
         cfg = TrainConfig(model=model, **options)
     except TypeError as e:
