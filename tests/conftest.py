@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,22 @@ SHARED = REPO_ROOT.parent / "shared"
 CATS_AND_DOGS = SHARED / "data" / "cats_and_dogs_filtered"
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
-# Each test session gets its own imgclf cache, so no test sees another run's decoded images.
-os.environ.setdefault("IMGCLF_CACHE", tempfile.mkdtemp(prefix="imgclf-test-cache-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def imgclf_cache(tmp_path_factory):
+    """Each test session gets its own imgclf cache in pytest's temporary folder (removed with
+    it), so no test sees another run's decoded images, and a user's own ``IMGCLF_CACHE`` is
+    never read or written by the tests (subprocesses inherit the variable)."""
+    folder = tmp_path_factory.mktemp("imgclf-cache")
+    saved = os.environ.get("IMGCLF_CACHE")
+    os.environ["IMGCLF_CACHE"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("IMGCLF_CACHE", None)
+    else:
+        os.environ["IMGCLF_CACHE"] = saved
 
 
 @pytest.fixture

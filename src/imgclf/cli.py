@@ -112,7 +112,7 @@ def _train_options(args) -> dict:
     opts = {}
     for name in ("epochs", "batch_size", "image_size", "optimizer", "learning_rate", "label_smoothing",
                  "class_weight", "early_stopping", "fine_tune", "fine_tune_epochs", "fine_tune_lr_factor", "seed", "alpha",
-                 "weights", "augment", "dropout", "pooling", "views", "precision", "strategy"):
+                 "weights", "augment", "dropout", "pooling", "views", "precision", "strategy", "keep"):
         value = getattr(args, name, None)
         if value is not None:
             opts[name] = value
@@ -140,6 +140,10 @@ def _print_metrics(run) -> None:
     print(f"run folder: {run.path}")
     if parts:
         print(", ".join(parts))
+    kept = m.get("kept_epoch") or {}
+    if kept:
+        print("kept      " + ", ".join(f"{stage.replace('_', '-')} stage: epoch {e}" for stage, e in kept.items())
+              + (" (best validation accuracy)" if m.get("keep") == "best" else " (last epoch)"))
     tuned = m.get("fine_tune")
     if tuned:
         before, after = tuned["validation_accuracy"]["head"], tuned["validation_accuracy"]["fine_tuned"]
@@ -255,6 +259,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
                    help="compute precision (default auto: bfloat16 for CNNs trained from scratch on CPUs "
                         "with native bfloat16, else float32); the saved model is float32")
+    g.add_argument("--keep", choices=("best", "last"),
+                   help="end each stage with the weights of its best validation epoch (default) or its last")
     g.add_argument("--jit", action="store_true", help="compile with XLA")
     g.add_argument("--strategy", choices=("auto", "none", "mirrored", "multi-worker"))
     g.add_argument("--deterministic", action="store_true", help="deterministic ops (slower)")
@@ -284,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate a synthetic class-per-folder dataset of shapes and run `imgclf "
                                    "study` on it with short settings (%(epochs)d epochs, %(size)dx%(size)d "
                                    "pixels): the whole report in a few minutes on a CPU. The transfer model is "
-                                   "included when its ImageNet weights are in the Keras cache (the demo never "
-                                   "downloads); otherwise the report says how to add them."
+                                   "included when its ImageNet weights (a few MB) are in the Keras cache or can "
+                                   "be downloaded; offline the report says how to add them."
                                    % {"epochs": DEMO_DEFAULTS["epochs"], "size": DEMO_DEFAULTS["image_size"]})
     _add_data_options(p, data_required=False)
     p.add_argument("--data-dir", help="where to write the synthetic dataset (default: in the cache)")

@@ -12,6 +12,7 @@ CONFIG_FORMAT = 1
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+KEEP = ("best", "last")  # imgclf.training.keep
 
 
 @dataclass
@@ -63,6 +64,8 @@ class TrainConfig:
     precision: str = "auto"
     jit: bool = False
     strategy: str = "auto"
+    # each stage ends with the weights of its best validation epoch ("best"), or its last ("last")
+    keep: str = "best"
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> "TrainConfig":
@@ -94,6 +97,8 @@ class TrainConfig:
             raise ConfigError(f"pooling must be 'avg' or 'max', got {self.pooling!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.keep not in KEEP:
+            raise ConfigError(f"keep must be one of: {', '.join(KEEP)}; got {self.keep!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         return self

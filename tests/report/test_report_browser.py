@@ -1,6 +1,6 @@
 """The study report in a real browser: headless Chromium (Debian's ``chromium``) via Playwright.
 
-Runs ``imgclf demo`` with tiny settings and an empty Keras cache, so the transfer model is
+Runs ``imgclf demo`` with tiny settings, an empty Keras cache and no network, so the transfer model is
 left out with a note, then opens report.html from disk at a laptop and a phone width: every
 image decodes, the comparison table is there, nothing is wider than the screen. The
 screenshots are kept in the test's tmp folder (full page, one per width).
@@ -30,13 +30,22 @@ def demo_report(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("demo")
     saved = os.environ.get("KERAS_HOME")
-    os.environ["KERAS_HOME"] = str(tmp / "empty-keras-home")  # no weights: the demo must not download
+    os.environ["KERAS_HOME"] = str(tmp / "empty-keras-home")  # no weights cached ...
+    from imgclf.models import weights
+
+    real_download = weights._download
+
+    def offline(*args, **kwargs):  # ... and none to download
+        raise OSError("no network")
+
+    weights._download = offline
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
             code = main(["demo", "--data-dir", str(tmp / "synthetic"), "-o", str(tmp / "demo"), "--epochs", "1",
                          "--image-size", "32", "--models", "cnn,mobilenet_v2", "-q"])
     finally:
+        weights._download = real_download
         if saved is None:
             os.environ.pop("KERAS_HOME", None)
         else:

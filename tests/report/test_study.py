@@ -111,9 +111,12 @@ def test_a_kept_study_refuses_images_fitted_otherwise(done, tree):
         _study(tree, result.output, fit="stretch")
 
 
-def test_a_killed_study_resumes_keeping_finished_models(done, tree):
+def test_a_killed_study_resumes_keeping_finished_models(done, tree, tmp_path):
+    import shutil
+
     result, _ = done
-    out = result.output
+    out = tmp_path / "study"
+    shutil.copytree(result.output, out)  # the shared study stays as it was, for the other tests
     kept = out / "runs" / "mobilenet_v2" / "model.keras"
     before = kept.stat().st_mtime_ns
     # cnn_aug_pre was killed after its last epoch, before its model was saved

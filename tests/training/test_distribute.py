@@ -22,10 +22,16 @@ def _free_ports(n):
     return ports
 
 
-def test_auto_is_the_default_strategy_on_one_cpu(monkeypatch):
+def test_auto_strategy_follows_the_visible_gpus(monkeypatch):
+    import tensorflow as tf
+
     monkeypatch.delenv("TF_CONFIG", raising=False)
     d = choose("auto")
-    assert d.name == "none" and d.is_chief and d.replicas == 1
+    gpus = len(tf.config.list_logical_devices("GPU"))  # device-specific: what this machine shows
+    if gpus > 1:
+        assert d.name == "mirrored" and d.is_chief and d.replicas == gpus
+    else:  # one CPU or one GPU: no strategy
+        assert d.name == "none" and d.is_chief and d.replicas == 1
 
 
 def test_worker_addresses_are_checked():

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import matplotlib.text
@@ -12,7 +13,7 @@ import pytest
 
 import imgclf
 from imgclf.cli import _print_metrics
-from imgclf.errors import ConfigError, RunError
+from imgclf.errors import ConfigError, DataError, RunError
 from tests.conftest import MOBILENET_WEIGHTS, requires_weights, run_cli_subprocess
 
 
@@ -92,7 +93,7 @@ def test_fine_tuning_that_lowers_validation_accuracy_is_undone(class_tree, tmp_p
     ds = _ds(class_tree, size=64)
     run = imgclf.train(ds, "mobilenet_v2", output=tmp_path / "run", epochs=4, fine_tune=1000, fine_tune_epochs=2,
                        fine_tune_lr_factor=1.0, learning_rate=0.05, image_size=64, weights=str(MOBILENET_WEIGHTS),
-                       progress=False)
+                       progress=False, keep="last")  # the verdict on the stages' last epochs
     h, m = run.history(), run.metrics()
     assert h["stage"][-1] == "fine_tune" and h["val_accuracy"][-1] < h["val_accuracy"][3]
     assert m["fine_tune"]["kept"] is False
@@ -155,37 +156,67 @@ def test_hand_edited_or_foreign_run_folder(class_tree, tmp_path, cli):
     assert code == 2 and "no run folder" in err
 
 
+# The child trains through the command line and stops itself at a point the test names (just
+# after it wrote a checkpoint's temporary file, before renaming it), so the kill lands there
+# however fast the machine is.
+_PAUSED_CHILD = """
+import contextlib, pathlib, sys, time
+from imgclf import io
+real = io.atomic_path
+@contextlib.contextmanager
+def paused(path, *a, **k):
+    with real(path, *a, **k) as tmp:
+        yield tmp
+        if pathlib.Path(path).name == sys.argv[2]:
+            pathlib.Path(sys.argv[1]).write_text(str(tmp))
+            time.sleep(600)
+io.atomic_path = paused
+from imgclf.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _train_killed_while_saving(tmp_path, checkpoint: str, *args) -> None:
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSED_CHILD, marker, checkpoint, *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"training ended before it saved {checkpoint}: {proc.stderr.read()[-2000:]}")
+            if time.time() > deadline:
+                pytest.fail(f"training never reached {checkpoint}")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert Path(marker.read_text()).exists()  # the half-written checkpoint it leaves
+
+
 def test_resume_after_kill_has_no_lost_or_doubled_epochs(tmp_path):
     from tests.imagefactory import make_class_tree
 
-    data = make_class_tree(tmp_path / "data", {"a": 40, "b": 40}, size=(64, 64))
+    data = make_class_tree(tmp_path / "data", {"a": 24, "b": 24}, size=(32, 32))
     run_dir = tmp_path / "run"
-    args = ["train", data, "--model", "cnn_aug", "--epochs", "8", "--image-size", "64", "--batch-size", "4",
-            "--output", run_dir, "-q"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "imgclf.cli", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _train_killed_while_saving(tmp_path, "epoch-0003.keras", "train", data, "--model", "cnn_aug", "--epochs", "5",
+                               "--image-size", "32", "--batch-size", "4", "--output", run_dir, "-q")
     state = run_dir / "checkpoints" / "state.json"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("training never finished two epochs")
-        time.sleep(0.3)  # land somewhere inside the next epoch
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    killed_at = json.loads(state.read_text())["epoch"]
-    assert killed_at < 8
+    assert json.loads(state.read_text())["epoch"] == 2
     assert not (run_dir / "model.keras").exists()
+    best_before = json.loads(state.read_text())["best"]["train"]
+    assert (run_dir / "checkpoints" / best_before["checkpoint"]).is_file()  # the best so far survives the kill
     done = run_cli_subprocess("train", "--resume", run_dir, "-q")
     assert done.returncode == 0, done.stderr
     run = imgclf.load(run_dir)
-    assert run.history()["epoch"] == list(range(1, 9))
+    h = run.history()
+    assert h["epoch"] == list(range(1, 6))
     assert run.complete
+    # the kept epoch is the best of all five, the two before the kill included
+    best = max(range(5), key=lambda i: (h["val_accuracy"][i], -h["val_loss"][i]))
+    assert run.metrics()["kept_epoch"] == {"train": h["epoch"][best]}
     # nothing half-written is left behind
     assert not [p for p in run_dir.rglob(".*") if p.is_file()]
 
@@ -195,31 +226,21 @@ def test_a_fine_tune_killed_midway_resumes_against_the_head_stage(tmp_path):
 
     data = make_class_tree(tmp_path / "data", {"a": 24, "b": 24}, size=(48, 48))
     run_dir = tmp_path / "run"
-    args = ["train", data, "--model", "mobilenet_v2", "--weights", "none", "--epochs", "2", "--fine-tune", "20",
-            "--fine-tune-epochs", "12", "--image-size", "48", "--batch-size", "4", "--output", run_dir, "-q"]
-    proc = subprocess.Popen([sys.executable, "-m", "imgclf.cli", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # killed while saving the second fine-tuning epoch
+    _train_killed_while_saving(tmp_path, "epoch-0004.keras", "train", data, "--model", "mobilenet_v2", "--weights",
+                               "none", "--epochs", "2", "--fine-tune", "20", "--fine-tune-epochs", "3",
+                               "--image-size", "48", "--batch-size", "4", "--output", run_dir, "-q")
     state = run_dir / "checkpoints" / "state.json"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            if state.is_file() and json.loads(state.read_text())["stage"] == "fine_tune":
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("fine-tuning never finished an epoch")
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
     head_stage = (run_dir / "checkpoints" / "head.keras").read_bytes()
-    assert json.loads(state.read_text())["epoch"] < 14 and not (run_dir / "model.keras").exists()
+    assert json.loads(state.read_text())["epoch"] == 3 and not (run_dir / "model.keras").exists()
     done = run_cli_subprocess("train", "--resume", run_dir, "-q")
     assert done.returncode == 0, done.stderr
     run = imgclf.load(run_dir)
-    assert run.history()["epoch"] == list(range(1, 15))
+    assert run.history()["epoch"] == list(range(1, 6))
     # the head stage's model was kept as it was, and the verdict was made against it
     assert (run_dir / "checkpoints" / "head.keras").read_bytes() == head_stage
     assert set(run.metrics()["fine_tune"]) == {"kept", "validation_accuracy", "test_accuracy"}
+    assert set(run.metrics()["kept_epoch"]) == {"head", "fine_tune"}
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
@@ -247,8 +268,12 @@ def test_auto_precision(monkeypatch):
     from imgclf.models import get_spec
     from imgclf.training import trainer
 
+    import tensorflow as tf
+
     monkeypatch.setattr(trainer, "cpu_has_bfloat16", lambda: True)
-    assert trainer.resolve_precision("auto", get_spec("cnn")) == "mixed_bfloat16"
+    # device-specific: bfloat16 is the choice for a CPU only; with a GPU visible auto stays float32
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    assert trainer.resolve_precision("auto", get_spec("cnn")) == ("mixed_bfloat16" if on_cpu else "float32")
     assert trainer.resolve_precision("auto", get_spec("mobilenet_v2")) == "float32"  # features stay exact
     assert trainer.resolve_precision("float32", get_spec("cnn")) == "float32"
     monkeypatch.setattr(trainer, "cpu_has_bfloat16", lambda: False)
@@ -282,12 +307,39 @@ def test_overwrite_starts_afresh(class_tree, tmp_path):
     assert run.history()["learning_rate"][0] == pytest.approx(1e-4)
 
 
-def test_a_run_refuses_data_whose_classes_changed(class_tree, tmp_path):
+def test_a_run_reads_its_own_classes_of_data_that_changed(class_tree, tmp_path):
     ds = _ds(class_tree)
     run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False)
     extra = class_tree / "birds"
     extra.mkdir()
     for f in list((class_tree / "cats").iterdir())[:3]:
         (extra / f.name).write_bytes(f.read_bytes())
-    with pytest.raises(RunError, match="now has classes"):
+    # a class folder added since is not the run's: left alone
+    assert run.evaluate("test", progress=False)["count"] == len(ds.splits["test"])
+    (class_tree / "dogs").rename(class_tree / "wolves")
+    with pytest.raises(DataError, match="class 'dogs' has no folder"):
         run.evaluate("test", progress=False)
+
+
+def test_each_stage_keeps_its_best_validation_epoch(class_tree, tmp_path, monkeypatch):
+    from imgclf.training import keep
+
+    ds = _ds(class_tree)
+    # whatever the scores, let epoch 2 of 4 be the best one
+    monkeypatch.setattr(keep, "better", lambda row, best: row["epoch"] == 2)
+    run = imgclf.train(ds, "cnn", output=tmp_path / "best", epochs=4, image_size=32, progress=False,
+                       precision="float32")
+    m, state = run.metrics(), json.loads((run.checkpoints_dir / "state.json").read_text())
+    assert m["keep"] == "best" and m["kept_epoch"] == {"train": 2}
+    assert state["best"]["train"]["epoch"] == 2
+    best = keras.models.load_model(run.checkpoints_dir / state["best"]["train"]["checkpoint"])
+    last = keras.models.load_model(run.checkpoints_dir / state["checkpoint"])
+    saved = imgclf.load(run.path).model
+    for a, b in zip(saved.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the saved model is epoch 2's ...
+    assert any(not np.array_equal(a, b) for a, b in zip(saved.get_weights(), last.get_weights()))  # ... not epoch 4's
+    run = imgclf.train(ds, "cnn", output=tmp_path / "last", epochs=4, image_size=32, progress=False,
+                       precision="float32", keep="last")
+    assert run.metrics()["kept_epoch"] == {"train": 4} and not list(run.checkpoints_dir.glob("best-*"))
+    with pytest.raises(ConfigError, match="keep must be one of: best, last"):
+        imgclf.train(ds, "cnn", output=tmp_path / "x", epochs=1, keep="first")

@@ -137,8 +137,8 @@ def resolve_weights(spec_name: str, alpha: float | None, image_size: int, weight
     except BaseException as exc:  # noqa: BLE001 - any network / disk failure ends the same way
         reason = _first_line(exc)
         raise WeightsError(
-            f"ImageNet weights for {_describe(spec, alpha, image_size)} are not cached and the "
-            f"download failed ({reason}); put {fname} (from {origin}) in {cache}/ "
+            f"ImageNet weights for {_describe(spec, alpha, image_size)} are not in the Keras cache and "
+            f"the download failed ({reason}); put {fname} (from {origin}) in {cache}/ "
             "or pass --weights FILE (or --weights none for random init)"
         ) from None
 

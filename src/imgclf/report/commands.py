@@ -114,12 +114,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo_study(args) -> int:
-    """``imgclf demo`` after the synthetic data is made: the study, weights from the Keras cache only."""
+    """``imgclf demo`` after the synthetic data is made: the study, the transfer model included when
+    its (small) ImageNet weights are cached or can be downloaded; offline the report says so."""
     from .study import study
 
     quiet_tensorflow_python_logs()
     kwargs = _study_kwargs(args)
     kwargs["title"] = args.title or "Synthetic shapes: the blog's models compared"
-    result = study(args.data, output=args.output, download_weights=False, **kwargs)
+    result = study(args.data, output=args.output, download_weights=True, **kwargs)
     print_study(result)
     return 0

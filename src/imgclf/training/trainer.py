@@ -23,6 +23,7 @@ from ..config import CONFIG_FORMAT, DataConfig, TrainConfig
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import ConfigError, RunError, first_line
 from ..run import Run, read_history, write_history
+from . import keep as keeping
 
 
 def _keras():
@@ -281,9 +282,11 @@ class _EpochCheckpoint:
         keras = _keras()
 
         class EpochCheckpoint(keras.callbacks.Callback):
-            def __init__(self, run: Run, stage: str, rows: list[dict], chief: bool = True):
+            def __init__(self, run: Run, stage: str, rows: list[dict], chief: bool = True,
+                         keep: str = "last", bests: dict | None = None):
                 super().__init__()
                 self.run, self.stage, self.rows, self.chief = run, stage, rows, chief
+                self.keep, self.bests = keep, bests if bests is not None else {}
                 self._t = time.time()
 
             def on_epoch_begin(self, epoch, logs=None):
@@ -303,12 +306,15 @@ class _EpochCheckpoint:
                 name = f"epoch-{epoch + 1:04d}.keras"
                 with io.atomic_path(self.run.checkpoints_dir / name, suffix=".keras") as tmp:
                     self.model.save(tmp)
+                if self.keep == "best":  # the best epoch's checkpoint gets its own name first
+                    keeping.remember(self.run.checkpoints_dir, name, row, self.stage, self.bests)
                 write_history(self.run.path / "history.csv", self.rows)
                 io.write_json(self.run.checkpoints_dir / "state.json",
-                              {"epoch": epoch + 1, "stage": self.stage, "checkpoint": name})
+                              {"epoch": epoch + 1, "stage": self.stage, "checkpoint": name, "best": self.bests})
                 for old in self.run.checkpoints_dir.glob("epoch-*.keras"):
                     if old.name != name:
                         old.unlink(missing_ok=True)
+                keeping.forget_others(self.run.checkpoints_dir, self.bests)
 
         return EpochCheckpoint(*args, **kwargs)
 
@@ -343,6 +349,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
 
     stages = plan(cfg, built.spec.is_transfer)
     state = run.state
+    bests = dict(state.get("best") or {})  # each stage's best epoch so far (see training/keep.py)
     done = int(state.get("epoch", 0))
     rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= done]
     one_hot = cfg.label_smoothing > 0
@@ -372,8 +379,9 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             ckpt = run.checkpoints_dir / state["checkpoint"]
             if state.get("stage") == stage:
                 _restore(train_model, ckpt)
-            else:  # an earlier stage finished: carry its weights into this one
-                _restore_into_model(built, ckpt, state.get("stage"))
+            else:  # an earlier stage finished: carry its weights (those it keeps) into this one
+                _restore_into_model(built, _kept_checkpoint(run, cfg, bests, state.get("stage")) or ckpt,
+                                    state.get("stage"))
         if stage == "fine_tune" and state.get("stage") != stage and dist.is_chief:
             # the model as the head stage left it, to go back to if fine-tuning does not help
             with io.atomic_path(run.checkpoints_dir / HEAD_CHECKPOINT, suffix=".keras") as tmp:
@@ -392,7 +400,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
                                         **common) if len(ds.indices("validation")) else None)
         else:
             train_data, val_data, fit_args = _image_data(cfg, ds, dist, one_hot)
-        callbacks = [_EpochCheckpoint(run, stage, rows, dist.is_chief)]
+        callbacks = [_EpochCheckpoint(run, stage, rows, dist.is_chief, keep=cfg.keep, bests=bests)]
         if dist.num_workers > 1:
             from . import multiworker
 
@@ -408,6 +416,9 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
                             **fit_args)
         trained = True
         done = rows[-1]["epoch"] if rows else done
+        best = _kept_checkpoint(run, cfg, bests, stage)
+        if best is not None and bests[stage]["epoch"] != done:  # the stage ends on its best epoch
+            train_model.set_weights(_load_checkpoint(best, compile=False).get_weights())
         state = {"epoch": done, "stage": stage}
         start = end
     if not trained and run.state.get("checkpoint"):
@@ -415,7 +426,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         last = run.state
         if last.get("stage") == "fine_tune":
             built.unfreeze(cfg.fine_tune)
-        _restore_into_model(built, run.checkpoints_dir / last["checkpoint"], last.get("stage"))
+        _restore_into_model(built, _kept_checkpoint(run, cfg, bests, last.get("stage"))
+                            or run.checkpoints_dir / last["checkpoint"], last.get("stage"))
     if dist.is_chief:
         verdict = _fine_tune_verdict(run, cfg, ds, built) if stages[-1][0] == "fine_tune" else None
         last_on_features = feature_cache and stages[-1][0] == "head"
@@ -423,8 +435,13 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                         folder=run.cache_dir, progress=progress)
         _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
-                fine_tune=verdict, progress=progress)
+                fine_tune=verdict, progress=progress, kept=keeping.kept_epochs(rows, bests, cfg.keep))
     return run
+
+
+def _kept_checkpoint(run: Run, cfg: TrainConfig, bests: dict, stage: str | None) -> Path | None:
+    """The checkpoint of ``stage``'s best epoch when the run keeps the best (else ``None``)."""
+    return keeping.best_checkpoint(run.checkpoints_dir, bests, stage) if cfg.keep == "best" else None
 
 
 HEAD_CHECKPOINT = "head.keras"  # in checkpoints/: the end-to-end model when the head stage ended
@@ -496,7 +513,8 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 
 
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
-            features: np.ndarray | None, fine_tune: dict | None = None, progress: bool) -> None:
+            features: np.ndarray | None, fine_tune: dict | None = None, progress: bool,
+            kept: dict | None = None) -> None:
     from ..evaluation import predict_split, scores
 
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
@@ -533,6 +551,8 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
         best = int(np.argmax(val_acc))
         metrics["best_epoch"] = rows[best]["epoch"]
         metrics["best_val_accuracy"] = val_acc[best]
+    metrics["keep"] = cfg.keep
+    metrics["kept_epoch"] = kept or {}  # per stage: the epoch whose weights it ended with
     metrics["epochs"] = len(rows)
     metrics["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in rows])) if rows else None
     metrics["parameters"] = _parameters(built.model)
