@@ -45,10 +45,10 @@ def main(work: Path) -> None:
     for fmt in ("keras", "savedmodel", "onnx", "tflite"):
         imgclf("export", work / "run", "--format", fmt)
         parity = work / "run" / "exports" / fmt / "parity.json"
-        if parity.is_file():
-            print(f"export {fmt}: {parity.read_text().strip()[:160]}")
-        else:
-            print(f"export {fmt}: written")
+        check = json.loads(parity.read_text())
+        if not check["passed"]:
+            sys.exit(f"smoke: the {fmt} export disagrees with the Keras model: {check}")
+        print(f"export {fmt}: parity passed on {check['count']} images (max abs diff {check['max_abs_diff']:.2g})")
     print("smoke: ok")
 
 

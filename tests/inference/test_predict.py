@@ -197,3 +197,28 @@ def test_max_pixels_applies_to_an_opened_image(tmp_path):
         decode(img, pre, max_pixels=10_000)
     with Image.open(path) as img:
         assert decode(img, pre, max_pixels=60_000).shape == (16, 16, 3)
+
+
+def test_training_predict_and_serve_accept_exactly_the_same_files(trained_run, tmp_path):
+    """One list of everyday odd files through the three doors: the scan that decides what
+    training uses, ``predict`` and the HTTP service. Each file is used by all three or by none."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from imgclf.data.scan import check_file
+    from imgclf.inference.serve import create_app
+    from tests.imagefactory import BROKEN_EXTENSIONS, EXTENSIONS
+
+    used = ["png_as_jpg", "tiff", "tiff16", "tiff_multipage", "jpeg_cmyk", "jpeg_exif_rotated", "png16",
+            "png_palette_transparent", "gif_animated", "webp"]
+    refused = ["truncated_jpeg", "corrupt_jpeg", "text_as_jpg", "zero_bytes", "ppm"]
+    files = [write_image(tmp_path / f"{k}{EXTENSIONS[k]}", k) for k in used]
+    files += [write_broken(tmp_path / f"{k}{BROKEN_EXTENSIONS[k]}", k) for k in refused]
+    training = [check_file(f)["ok"] for f in files]
+    predicted = [r.ok for r in predict(trained_run, files)]
+    with TestClient(create_app(trained_run)) as c:
+        served = [c.post("/predict", files={"file": (f.name, f.read_bytes())}).status_code == 200 for f in files]
+    expected = [True] * len(used) + [False] * len(refused)
+    assert training == expected
+    assert predicted == expected
+    assert served == expected

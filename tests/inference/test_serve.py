@@ -243,3 +243,36 @@ def test_imgclf_serve_command_end_to_end(trained_run, test_images):
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert f"serving {trained_run.path} on http://127.0.0.1:{port}/" in out
+
+
+def test_limits_hold_on_the_real_server(trained_run, test_images, monkeypatch):
+    """413 on a large body, 413 over the pixel limit, 400 on garbage, through uvicorn itself;
+    and a bomb is refused from its header: the decoder is never called for it."""
+    import httpx
+
+    from imgclf.inference import predict as predict_module
+
+    calls = []
+    real_decode = predict_module.decode_opened  # what turns an opened image into pixels
+
+    def counting_decode(img, *args, **kwargs):
+        calls.append(img.size)
+        return real_decode(img, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "decode_opened", counting_decode)
+    small = test_images[0].read_bytes()
+    bomb = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(bomb, format="PNG", optimize=True)
+    with background_server(trained_run, max_upload_bytes=50_000, max_pixels=1_000_000) as url, \
+            httpx.Client(base_url=url, timeout=30) as c:
+        assert c.post("/predict", content=small).status_code == 200 and len(calls) == 1
+        r = c.post("/predict", content=b"\0" * 60_000)
+        assert r.status_code == 413 and "upload too large" in r.json()["detail"]
+        r = c.post("/predict", files={"file": ("big.bin", b"\0" * 60_000)})
+        assert r.status_code == 413
+        r = c.post("/predict", content=bomb.getvalue())
+        assert r.status_code == 413 and "144,000,000 pixels, over the limit of 1,000,000" in r.json()["detail"]
+        r = c.post("/predict", content=b"this is not an image at all")
+        assert r.status_code == 400 and "not an image" in r.json()["detail"]
+        assert c.post("/predict", content=small).status_code == 200  # the server is still fine
+    assert len(calls) == 2  # neither the bomb nor the garbage reached the decoder

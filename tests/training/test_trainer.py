@@ -343,3 +343,29 @@ def test_each_stage_keeps_its_best_validation_epoch(class_tree, tmp_path, monkey
     assert run.metrics()["kept_epoch"] == {"train": 4} and not list(run.checkpoints_dir.glob("best-*"))
     with pytest.raises(ConfigError, match="keep must be one of: best, last"):
         imgclf.train(ds, "cnn", output=tmp_path / "x", epochs=1, keep="first")
+
+
+def test_training_on_a_folder_with_bad_files(class_tree, tmp_path, cli):
+    from tests.imagefactory import write_broken, write_image
+
+    write_broken(class_tree / "cats" / "cut.jpg", "truncated_jpeg")
+    write_broken(class_tree / "dogs" / "notes.jpg", "text_as_jpg")
+    write_broken(class_tree / "dogs" / "empty.png", "zero_bytes")
+    write_image(class_tree / "dogs" / "really_png.jpg", "png_as_jpg", size=(32, 32))
+    (class_tree / "cats" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    code, out, err = cli("train", class_tree, "--model", "cnn", "--epochs", "1", "--image-size", "32",
+                         "--validation", "0.25", "--test", "0.25", "--output", tmp_path / "run", "-q")
+    assert code == 0, err
+    run = imgclf.load(tmp_path / "run")
+    assert run.complete and run.history()["epoch"] == [1]  # the run completes
+    problems = json.loads((run.path / "data_problems.json").read_text())  # the run folder lists them
+    assert {b["path"]: b["reason"] for b in problems["bad"]} == {
+        "cats/cut.jpg": "truncated", "dogs/notes.jpg": "not_image", "dogs/empty.png": "zero_bytes"}
+    assert problems["used_with_warning"] == [{"path": "dogs/really_png.jpg",
+                                              "warning": "named .jpg but holds PNG; used as PNG"}]
+    assert problems["ignored"] == 1
+    listed = "".join((run.splits_dir / f"{s}.txt").read_text() for s in ("train", "validation", "test"))
+    assert "really_png.jpg" in listed  # used
+    assert not any(name in listed for name in ("cut.jpg", "notes.jpg", "empty.png", "Thumbs.db"))  # left out
+    assert sum(run.metrics()[s]["count"] for s in ("validation", "test")) + len(
+        (run.splits_dir / "train.txt").read_text().splitlines()) == 33

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..io import write_json
 from .images import DEFAULT_FIT, as_size, load_image
 from .pipeline import DiskArray, check_options, decode_images, decode_key, make_dataset
 from .scan import ImageRecord, ScanReport, scan
@@ -126,6 +127,19 @@ class ImageDataset:
     # -- splits on disk ------------------------------------------------------------------
     def save_splits(self, folder: str | os.PathLike) -> Path:
         return write_splits(folder, self.splits)
+
+    def save_problems(self, path: str | os.PathLike) -> Path:
+        """Write what the scan left out and why (``data_problems.json`` in a run folder): every
+        bad file with its reason, the files used with a warning, and the other warnings."""
+        r = self.report
+        write_json(path, {
+            "bad": [{"path": b.path, "class": b.label, "reason": b.reason, "detail": b.detail, "message": b.message()}
+                    for b in r.bad],
+            "used_with_warning": [{"path": w.path, "warning": w.warning} for w in r.renamed],
+            "warnings": list(r.warnings),
+            "ignored": len(r.ignored) + len(r.clutter),
+        })
+        return Path(path)
 
     # -- pixels --------------------------------------------------------------------------
     def _row_paths(self) -> list[Path | None]:

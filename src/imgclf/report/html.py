@@ -207,7 +207,9 @@ def _model(i: int, name: str, m: dict, results: dict, fig: _Figures) -> str:
         _kpi(_e(pct(test)), "test accuracy",
              f"{_e(points(over))} vs baseline {_e(pct(base))}" if over is not None else "",
              "up" if (over or 0) > 0 else "down"),
-        _kpi(_e(pct(m.get("best_val_accuracy"))), "best validation accuracy", f"epoch {_e(m.get('best_epoch'))}"),
+        _kpi(_e(pct(m.get("best_val_accuracy"))), "best validation accuracy", f"epoch {_e(m.get('best_epoch'))}"
+             + (f"; saved model: epoch {_e(', '.join(str(e) for e in m['kept_epoch'].values()))}"
+                if m.get("kept_epoch") else "")),
         _kpi(_e(f"{pct(rng[0], 0)}–{pct(rng[1], 0)}") if rng else "n/a", "validation range, 2nd half",
              _e(f"epochs {m['second_half_epochs'][0]}–{m['second_half_epochs'][1]}") if m.get("second_half_epochs") else ""),
         _kpi(_e(seconds(m.get("seconds_per_epoch"))), "per epoch",

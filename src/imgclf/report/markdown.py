@@ -71,7 +71,9 @@ def model_sentences(m: dict, baseline_test: float | None) -> list[str]:
         span = (f"stayed at **{pct(rng[0])}**" if pct(rng[0]) == pct(rng[1])
                 else f"stayed between **{pct(rng[0])} and {pct(rng[1])}**")
         out.append(f"Validation accuracy {span} over the second half of training ({where}); the best epoch was "
-                   f"{m.get('best_epoch')} ({pct(m.get('best_val_accuracy'))}).")
+                   f"{m.get('best_epoch')} ({pct(m.get('best_val_accuracy'))})"
+                   + (f"; the saved model is that of epoch {', '.join(str(e) for e in m['kept_epoch'].values())}"
+                      if m.get("kept_epoch") else "") + ".")
     test = m.get("test_accuracy")
     if test is not None:
         base = m.get("test_baseline", baseline_test)

@@ -465,6 +465,7 @@ def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dic
         "second_half_epochs": [len(val) - len(half) + 1, len(val)] if half else None,
         "best_epoch": metrics.get("best_epoch"),
         "best_val_accuracy": metrics.get("best_val_accuracy"),
+        "kept_epoch": metrics.get("kept_epoch") or {},  # per stage: the epoch the saved model comes from
         "validation_accuracy": valm.get("accuracy"),
         "test_accuracy": evaluation.get("accuracy", test.get("accuracy")),
         "test_loss": evaluation.get("loss", test.get("loss")),

@@ -160,6 +160,7 @@ def train(
     if overwrite:
         _clear(run)
     ds.save_splits(run.splits_dir)
+    ds.save_problems(run.path / "data_problems.json")  # what the scan left out, and why
     built = _build(cfg, ds.num_classes, dist)
     io.write_json(run.path / "class_names.json", ds.class_names)
     io.write_json(run.config_file, {
