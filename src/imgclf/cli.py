@@ -59,6 +59,12 @@ def _add_data_options(p: argparse.ArgumentParser, *, data_required: bool = True)
     p.add_argument("--cache", choices=("disk", "memory", "none"), default="disk",
                    help="where decoded images are kept between epochs and runs")
     p.add_argument("--cache-dir", help="imgclf cache folder (default $IMGCLF_CACHE or ~/.cache/imgclf)")
+    p.add_argument("--exclude", metavar="FILE",
+                   help="leave out the files a reviewed list names (the audit's issues.csv with 'drop' "
+                        "actions, or one path per line); nothing is moved or deleted")
+    p.add_argument("--relabel", metavar="FILE",
+                   help="give files another class: the audit's issues.csv with 'relabel:CLASS' actions, "
+                        "or 'path,CLASS' per line; the files stay where they are")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -69,7 +75,7 @@ def _load(args, image_size: int | None = None, **options):
         args.data, image_size=args.image_size or image_size or 160, validation=args.validation,
         test=args.test, seed=args.seed, splits=args.splits, data_path=args.data_path,
         cache=args.cache_dir, cache_mode=args.cache, interpolation=args.interpolation, fit=args.fit,
-        progress=_progress(args), **options,
+        progress=_progress(args), exclude=args.exclude, relabel=args.relabel, **options,
     )
 
 
@@ -312,11 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_augment_preview)
 
     # Commands that live beside the API they call.
+    from .audit.commands import add_commands as add_audit_commands
     from .inference.commands import add_commands as add_inference_commands
     from .report.commands import add_commands as add_report_commands
 
     add_inference_commands(sub)
     add_report_commands(sub)
+    add_audit_commands(sub)
     return parser
 
 

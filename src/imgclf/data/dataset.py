@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .images import DEFAULT_FIT, as_size, load_image
+from .review import Review, apply_review
 from .pipeline import DiskArray, check_options, decode_images, decode_key, make_dataset
 from .scan import ImageRecord, ScanReport, scan
 from .sources import DataSource, cache_dir, resolve_source
@@ -57,6 +58,7 @@ class ImageDataset:
         self._row_labels: np.ndarray | None = None
         self._decoded: dict[tuple, np.ndarray] = {}
         self.fractions = {"validation": 0.2, "test": 0.1}  # what the splits were made with
+        self.review = Review()  # what a reviewed list (--exclude / --relabel) changed
 
     # -- what is in it -------------------------------------------------------------------
     @property
@@ -122,6 +124,12 @@ class ImageDataset:
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+
+    def audit(self, **options):
+        """Duplicates, leaks, suspected mislabels and outliers (see :func:`imgclf.audit.audit`)."""
+        from ..audit import audit
+
+        return audit(self, **options)
 
     # -- splits on disk ------------------------------------------------------------------
     def save_splits(self, folder: str | os.PathLike) -> Path:
@@ -251,6 +259,8 @@ def load_dataset(
     fit: str = DEFAULT_FIT,
     progress: bool = True,
     predecode: bool = True,
+    exclude: str | os.PathLike | None = None,
+    relabel: str | os.PathLike | None = None,
 ) -> ImageDataset:
     """Find, scan and split a dataset; the first step of everything else.
 
@@ -259,12 +269,14 @@ def load_dataset(
     default). ``splits`` reuses split lists saved by an earlier run instead of making new ones.
     ``predecode`` lets the scan keep the pixels it decodes at ``image_size`` for
     :meth:`ImageDataset.decoded` (one decode per file instead of two on a first run); turn
-    it off when the pixels will not be needed (``imgclf inspect``).
+    it off when the pixels will not be needed (``imgclf inspect``). ``exclude`` and ``relabel``
+    apply reviewed lists (see :mod:`imgclf.data.review`): the files stay as they are.
     """
     check_options(image_size, interpolation, fit, cache_mode)
     source = resolve_source(data, data_path=data_path, cache=cache, progress=progress)
     decode = (image_size, interpolation, fit) if predecode and cache_mode != "none" else None
     report = scan(source, cache=cache, progress=progress, decode=decode)
+    review = apply_review(report, exclude, relabel)
     report.check_usable()
     if splits is not None:
         assigned = apply_split_lists(report, read_split_lists(splits))
@@ -273,4 +285,5 @@ def load_dataset(
     ds = ImageDataset(source, report, assigned, image_size=image_size, interpolation=interpolation,
                       fit=fit, seed=seed, cache=cache, cache_mode=cache_mode, progress=progress)
     ds.fractions = {"validation": validation, "test": test}
+    ds.review = review
     return ds

@@ -32,8 +32,9 @@ from .images import (
     orientation,
 )
 from .sources import DataSource, cache_dir
+from .fingerprint import fingerprint
 
-SCAN_VERSION = 1
+SCAN_VERSION = 2  # 2: results carry the fingerprint (imgclf.data.fingerprint)
 # Reasons a file is left out, as shown to the user.
 REASONS = {
     "zero_bytes": "empty file (0 bytes)",
@@ -82,6 +83,12 @@ class ImageRecord:
     width: int | None = None  # as displayed (EXIF orientation applied)
     height: int | None = None
     frames: int | None = None
+    # the content's fingerprint (see imgclf.data.fingerprint): bytes digest, perceptual hash,
+    # grey mean / deviation / sharpness
+    digest: str | None = None
+    phash: str | None = None
+    gray: list[float] | None = None
+    excluded: bool = False  # left out by a reviewed list (--exclude); the file is untouched
 
     def message(self, root: Path | None = None) -> str:
         where = display_path(str(root / self.path)) if root else display_path(self.path)
@@ -107,7 +114,12 @@ class ScanReport:
 
     @property
     def valid(self) -> list[ImageRecord]:
-        return [r for r in self.records if r.ok]
+        """Files that are usable images and not excluded by a reviewed list."""
+        return [r for r in self.records if r.ok and not r.excluded]
+
+    @property
+    def excluded(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.excluded]
 
     @property
     def bad(self) -> list[ImageRecord]:
@@ -306,7 +318,7 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                 # most files are plain JPEGs: decoded without Pillow parsing them first
                 plain = decode_plain_jpeg(data, *decode)
                 if plain is not None:
-                    return {"ok": True, **plain[0]}, plain[1]
+                    return {"ok": True, **plain[0], **fingerprint(path, data)}, plain[1]
             source = io.BytesIO(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -334,7 +346,7 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                         # and damage are found, at a fraction of the cost.
                         img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
                     img.load()
-        return {"ok": True, **info}, pixels
+        return {"ok": True, **info, **fingerprint(path, data if source is not path else None)}, pixels
     except PermissionError as e:
         return {"ok": False, "reason": "unreadable", "detail": e.strerror or str(e)}, None
     except UnidentifiedImageError:

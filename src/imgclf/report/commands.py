@@ -40,6 +40,7 @@ def _study_kwargs(args) -> dict:
         seed=args.seed, title=args.title, progress=_progress(args),
         validation=args.validation, test=args.test, splits=args.splits, data_path=args.data_path,
         cache=args.cache_dir, cache_mode=args.cache, interpolation=args.interpolation, fit=args.fit,
+        exclude=args.exclude, relabel=args.relabel,
     )
     if args.models:
         kwargs["models"] = args.models

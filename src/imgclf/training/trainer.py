@@ -125,7 +125,8 @@ def train(
 
     if "augment" in options:
         options["augment"] = _resolve_augment(options["augment"])
-    data_options = {k: options.pop(k) for k in ("validation", "test", "fit", "interpolation", "cache_mode")
+    data_options = {k: options.pop(k) for k in ("validation", "test", "fit", "interpolation", "cache_mode",
+                                                "exclude", "relabel")
                     if k in options}
     try:
         cfg = TrainConfig(model=model, **options)
@@ -146,7 +147,8 @@ def train(
     cfg.image_size = image_size
     cfg.data = DataConfig(source=ds.source.origin, root=str(ds.root), validation=ds.fractions["validation"],
                           test=ds.fractions["test"], seed=ds.seed, fit=ds.fit,
-                          interpolation=ds.interpolation, cache_mode=ds.cache_mode)
+                          interpolation=ds.interpolation, cache_mode=ds.cache_mode,
+                          exclude=ds.review.sources.get("exclude"), relabel=ds.review.sources.get("relabel"))
     run = Run(output if output is not None else _default_output(cfg.model))
     if not dist.is_chief:
         built = _build(cfg, ds.num_classes, dist)
@@ -159,6 +161,8 @@ def train(
     if overwrite:
         _clear(run)
     ds.save_splits(run.splits_dir)
+    if ds.review:
+        ds.review.save(run.path / "review")  # what --exclude / --relabel changed, as applied
     built = _build(cfg, ds.num_classes, dist)
     io.write_json(run.path / "class_names.json", ds.class_names)
     io.write_json(run.config_file, {
@@ -180,7 +184,7 @@ def _clear(run: Run) -> None:
     """Remove what an earlier run left in the folder (its cache of features is kept: it is keyed)."""
     import shutil
 
-    for name in ("checkpoints", "figures", "splits"):
+    for name in ("checkpoints", "figures", "splits", "review"):
         shutil.rmtree(run.path / name, ignore_errors=True)
     for name in ("config.json", "class_names.json", "model.keras", "history.csv", "metrics.json"):
         (run.path / name).unlink(missing_ok=True)
