@@ -183,6 +183,10 @@ def format_evaluation(result: dict, class_names: list[str], split: str) -> str:
         return f"the {split} split is empty"
     lines = [f"{split}: {result['count']} images, accuracy {result['accuracy']:.1%}, loss {result['loss']:.4f}, "
              f"majority baseline {result['baseline_accuracy']:.1%} ({result['majority_class']})", ""]
+    lf = result.get("leak_free") or {}
+    if lf.get("leaked"):
+        lines.insert(1, f"leak-free: {lf['count']} images with no duplicate in another split, accuracy "
+                        f"{lf['accuracy']:.1%} ({lf['leaked']} left out; see `imgclf audit`)")
     width = max(5, *(len(n) for n in class_names))
     lines.append(f"{'class':<{width}}  precision  recall     f1  support")
     for name in class_names:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import figures, io
 from .data.dataset import ImageDataset
+from .data.fingerprint import duplicate_counts
 from .data.scan import display_path
 from .data.split import SPLITS
 
@@ -20,6 +21,8 @@ def describe(ds: ImageDataset, output: str | os.PathLike | None = None, *, k: in
         "ignored": report.ignored,
         "formats": report.formats(),
         "sizes": report.size_summary(),
+        "duplicates": duplicate_counts(report.records, {r.path: s for s in SPLITS for r in ds.splits[s]}),
+        "review": ds.review.to_dict() if ds.review else None,
     })
     if output is not None:
         out = Path(output)
@@ -60,6 +63,18 @@ def format_summary(summary: dict) -> str:
     lines.append("")
     lines.append(f"majority baseline: {summary['baseline_accuracy']:.1%} on {summary.get('baseline_split', 'validation')} "
                  f"(always predicting {summary['majority_class']!r})")
+    dup = summary.get("duplicates")
+    if dup:
+        lines.append(f"duplicates {dup['exact_groups']:,} exact and {dup['near_groups']:,} near group(s), "
+                     f"{dup['conflicting_label_groups']:,} across classes, {dup['leak_groups']:,} across splits "
+                     f"({dup['leaked_validation_images']:,} validation and {dup['leaked_test_images']:,} test images "
+                     "training has seen)")
+        lines.append("          by perceptual hash only; `imgclf audit` confirms them with backbone features and "
+                     "looks for mislabels and outliers")
+    if summary.get("review"):
+        rv = summary["review"]
+        lines.append(f"review    {rv['excluded']:,} file(s) excluded, {rv['relabelled']:,} relabelled "
+                     "(by the reviewed lists given; the files are untouched)")
     if total_bad:
         lines.append(f"\n{total_bad} bad file(s), left out of training (nothing was moved or deleted):")
         for b in summary["bad"][:50]:

@@ -252,7 +252,8 @@ def audit(ds, *, model: str = "mobilenet_v2", weights="imagenet", alpha: float |
     groups, thr = find_groups(records, split_of, features, decoded)
     result.groups, result.leaks = groups, leak_counts(groups)
     near = sum(not g["exact"] for g in groups)
-    near_threshold = (f"hash within {thr['candidate_bits']} bits and feature cosine >= {thr['cosine']}"
+    near_threshold = (f"hash within {thr['candidate_bits']} bits and feature cosine >= {thr['cosine']} "
+                      f"(>= {thr['close_hash']['cosine']} within {thr['close_hash']['bits']} bits)"
                       if features is not None else f"hash within {thr['candidate_bits']} bits (no features to confirm)")
     checks = {"near_duplicates": {"ran": True, "count": near, "threshold": near_threshold,
                                   "note": None if features is not None else
@@ -270,7 +271,7 @@ def audit(ds, *, model: str = "mobilenet_v2", weights="imagenet", alpha: float |
                                "note": str(e)}
         outliers, info = feature_outliers(features[rows], paths, names)
         checks["outlier"] = {"ran": True, "count": len(outliers), "threshold": THRESHOLDS["outlier"]
-                             + (f" ({info['threshold']})" if info.get("threshold") is not None else ""), "note": None}
+                             + (f" (score < {info['threshold']:.3g})" if info.get("threshold") is not None else ""), "note": None}
     else:
         outliers = []
         checks["label"] = {"ran": False, "count": 0, "threshold": "cleanlab confident learning, out-of-fold", "note": why}

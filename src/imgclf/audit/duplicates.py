@@ -3,8 +3,9 @@ plain redundancy.
 
 Candidates come from the scan's fingerprints (:mod:`imgclf.data.fingerprint`): equal bytes,
 or perceptual hashes within ``CANDIDATE_BITS`` bits. With backbone features a near pair is
-kept when the cosine similarity of the two images' features reaches ``COSINE``; without them
-only pairs within ``PIXEL_ONLY_BITS`` bits are kept (fewer cropped copies found, none false).
+kept when the cosine similarity of the two images' features reaches ``COSINE`` (or
+``COSINE_CLOSE_HASH`` for pairs within ``PIXEL_ONLY_BITS``); without them only pairs within
+``PIXEL_ONLY_BITS`` bits are kept (fewer cropped copies found, none false).
 Pairs whose decoded pixels are identical are exact too, whatever their bytes.
 """
 
@@ -14,12 +15,16 @@ import numpy as np
 
 from ..data.fingerprint import CANDIDATE_BITS, PIXEL_ONLY_BITS, connected, exact_pairs, near_pairs
 
-# Cosine similarity of pooled MobileNetV2 features at or above which a candidate pair is a
-# duplicate. Measured on cats_and_dogs_filtered (bench/label_audit.py): planted resized,
-# re-encoded, cropped and colour-jittered copies score 0.93 and above against their original;
-# pairs of different photos within CANDIDATE_BITS bits score below 0.9 (burst shots of one
-# scene come closest).
-COSINE = 0.92
+# Cosine similarity of pooled backbone features at or above which a candidate pair is a
+# duplicate. Measured on cats_and_dogs_filtered with MobileNetV2 (alpha 0.35, 224 px;
+# bench/label_audit.py): planted copies cropped by 5-10% score 0.89-0.96 against their
+# original (at 2-16 bits), re-encoded ones 0.95-1.0, colour-jittered ones 0.99-1.0; of the
+# 1,322 pairs of different photos within CANDIDATE_BITS bits, none scores above 0.82.
+COSINE = 0.85
+# Copies resized to half size lose detail at the model's input size (cosine down to 0.84) but
+# keep their hash (0-6 bits): pairs within PIXEL_ONLY_BITS need only this similarity, a guard
+# against unrelated images that hash alike (flat, near-constant frames).
+COSINE_CLOSE_HASH = 0.7
 
 KINDS = ("conflicting_labels", "leak", "redundant")
 
@@ -53,7 +58,7 @@ def find_groups(records: list, split_of: dict[str, str], features: np.ndarray | 
                 continue
             if decoded is not None and d == 0 and np.array_equal(decoded[rows[x]], decoded[rows[y]]):
                 exact.add((x, y))  # the same pixels, whatever the bytes
-            elif features is None or c >= COSINE:
+            elif features is None or c >= COSINE or (d <= PIXEL_ONLY_BITS and c >= COSINE_CLOSE_HASH):
                 near[(x, y)] = (d, None if np.isnan(c) else c)
     groups = []
     for g in connected(len(rows), list(exact) + list(near)):
@@ -75,6 +80,7 @@ def find_groups(records: list, split_of: dict[str, str], features: np.ndarray | 
         })
     thresholds = {"candidate_bits": CANDIDATE_BITS if features is not None else PIXEL_ONLY_BITS,
                   "cosine": COSINE if features is not None else None,
+                  "close_hash": {"bits": PIXEL_ONLY_BITS, "cosine": COSINE_CLOSE_HASH} if features is not None else None,
                   "confirmed_by": "backbone features" if features is not None else "perceptual hash only"}
     return groups, thresholds
 

