@@ -39,5 +39,6 @@ def test_feature_outliers_are_the_far_away_images():
     x = rng.normal(0, 1, (200, 8)) + 10
     x[[5, 77]] = -rng.normal(0, 1, (2, 8)) * 10 - 10
     out, info = feature_outliers(x, [f"p{i}" for i in range(200)], ["c"] * 200)
-    assert {o["path"] for o in out} == {"p5", "p77"}
+    assert {o["path"] for o in out[:2]} == {"p5", "p77"}  # the far ones first
+    assert len(out) <= 10
     assert info["threshold"] is not None and all(o["score"] < info["threshold"] for o in out)

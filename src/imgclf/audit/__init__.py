@@ -129,7 +129,7 @@ class Audit:
             io.write_json(path, d)
         return d
 
-    def plot(self, what: str = "labels", k: int = 16):
+    def plot(self, what: str = "labels", k: int = 12):
         """A matplotlib Figure: ``"labels"`` (the top suspected mislabels, both labels on each
         image) or ``"duplicates"`` (duplicate groups as rows of thumbnails)."""
         ds = self._dataset
