@@ -373,3 +373,44 @@ def deny_open(monkeypatch, path) -> None:
 
     monkeypatch.setattr(Image, "open", guarded_image)
     monkeypatch.setattr(builtins, "open", guarded)
+
+
+# ---------------------------------------------------------------------------------------------
+# photo-like images, for duplicate and label checks
+
+
+def photo_pixels(seed: int, size: tuple[int, int] = (96, 72), tint: Sequence[int] = (0, 0, 0),
+                 tint_weight: float = 0.4) -> np.ndarray:
+    """A smooth random scene (``size`` = (width, height)): a few blobs of colour, different for
+    every ``seed``, shifted towards ``tint``; unlike flat noisy fills, its perceptual hash
+    survives resizing and re-encoding, and two seeds give unrelated hashes."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    coarse = rng.uniform(0, 255, (6, 8, 3)).astype(np.uint8)
+    img = np.asarray(Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC), np.float32)
+    img = img * (1 - tint_weight) + np.asarray(tint, np.float32)[:3] * tint_weight
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def write_photo(path: str | os.PathLike, seed: int, *, size=(96, 72), tint=(0, 0, 0), quality: int = 92,
+                variant: str | None = None, tint_weight: float = 0.4) -> Path:
+    """Write :func:`photo_pixels` as a JPEG; ``variant`` makes a near copy of it instead:
+    ``"reencoded"`` (quality 60), ``"resized"`` (half size), ``"cropped"`` (8% off the
+    borders) or ``"jittered"`` (brighter by 8%)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(photo_pixels(seed, size, tint, tint_weight), "RGB")
+    w, h = img.size
+    if variant == "reencoded":
+        quality = 60
+    elif variant == "resized":
+        img = img.resize((w // 2, h // 2), Image.Resampling.BILINEAR)
+    elif variant == "cropped":
+        dx, dy = int(w * 0.04), int(h * 0.04)
+        img = img.crop((dx, dy, w - dx, h - dy))
+    elif variant == "jittered":
+        img = Image.fromarray(np.clip(np.asarray(img, np.float32) * 1.08, 0, 255).astype(np.uint8), "RGB")
+    elif variant is not None:
+        raise ValueError(f"unknown variant {variant!r}")
+    img.save(path, "JPEG", quality=quality)
+    return path

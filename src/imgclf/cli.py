@@ -62,6 +62,12 @@ def _add_data_options(p: argparse.ArgumentParser, *, data_required: bool = True)
     p.add_argument("--cache", choices=("disk", "memory", "none"), default="disk",
                    help="where decoded images are kept between epochs and runs")
     p.add_argument("--cache-dir", help="imgclf cache folder (default $IMGCLF_CACHE or ~/.cache/imgclf)")
+    p.add_argument("--exclude", metavar="FILE",
+                   help="leave out the files a reviewed list names (the audit's issues.csv with 'drop' "
+                        "actions, or one path per line); nothing is moved or deleted")
+    p.add_argument("--relabel", metavar="FILE",
+                   help="give files another class: the audit's issues.csv with 'relabel:CLASS' actions, "
+                        "or 'path,CLASS' per line; the files stay where they are")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -72,7 +78,8 @@ def _load(args, image_size: int | None = None, **options):
         args.data, image_size=args.image_size or image_size or 160, validation=args.validation,
         test=args.test, seed=args.seed, splits=args.splits, data_path=args.data_path,
         cache=args.cache_dir, cache_mode=args.cache, interpolation=args.interpolation, fit=args.fit,
-        classes=args.classes, min_images=args.min_images, progress=_progress(args), **options,
+        classes=args.classes, min_images=args.min_images, exclude=args.exclude, relabel=args.relabel,
+        progress=_progress(args), **options,
     )
 
 
@@ -83,6 +90,7 @@ def cmd_inspect(args) -> int:
 
     # the whole report, then every problem; exit status 2 only when nothing can be trained
     summary = inspect(args.data, args.output, classes=args.classes, min_images=args.min_images,
+                      exclude=args.exclude, relabel=args.relabel,
                       data_path=args.data_path, cache=args.cache_dir, progress=_progress(args),
                       image_size=args.image_size or 160, validation=args.validation, test=args.test,
                       seed=args.seed, splits=args.splits, cache_mode=args.cache,
@@ -192,6 +200,10 @@ def format_evaluation(result: dict, class_names: list[str], split: str) -> str:
         return f"the {split} split is empty"
     lines = [f"{split}: {result['count']} images, accuracy {result['accuracy']:.1%}, loss {result['loss']:.4f}, "
              f"majority baseline {result['baseline_accuracy']:.1%} ({result['majority_class']})", ""]
+    lf = result.get("leak_free") or {}
+    if lf.get("leaked"):
+        lines.insert(1, f"leak-free: {lf['count']} images with no duplicate in another split, accuracy "
+                        f"{lf['accuracy']:.1%} ({lf['leaked']} left out; see `imgclf audit`)")
     width = max(5, *(len(n) for n in class_names))
     lines.append(f"{'class':<{width}}  precision  recall     f1  support")
     for name in class_names:
@@ -329,11 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_augment_preview)
 
     # Commands that live beside the API they call.
+    from .audit.commands import add_commands as add_audit_commands
     from .inference.commands import add_commands as add_inference_commands
     from .report.commands import add_commands as add_report_commands
 
     add_inference_commands(sub)
     add_report_commands(sub)
+    add_audit_commands(sub)
     return parser
 
 

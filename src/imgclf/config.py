@@ -27,6 +27,9 @@ class DataConfig:
     fit: str = "crop"  # imgclf.data.images.DEFAULT_FIT
     interpolation: str = "bilinear"
     cache_mode: str = "disk"
+    # reviewed lists applied (as given; the run folder's review/ holds what they changed)
+    exclude: str | None = None
+    relabel: str | None = None
 
 
 @dataclass

@@ -54,6 +54,17 @@ def top_losses(probs: np.ndarray, labels: np.ndarray, paths: list, class_names: 
              "loss": float(-np.log(max(float(probs[i, labels[i]]), 1e-7)))} for i in order]
 
 
+def leak_free(ds, split: str, probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy on the images of ``split`` with no duplicate (by the scan's fingerprints) in
+    another split: what the score is worth when some test images were seen in training."""
+    from .data.fingerprint import leaked
+
+    leaks = leaked(ds.report.records, {r.path: s for s in ds.splits for r in ds.splits[s]})
+    keep = np.array([r.path not in leaks for r in ds.records(split)], bool)
+    out = scores(probs[keep], labels[keep]) if len(labels) else scores(probs, labels)
+    return {"accuracy": out["accuracy"], "count": out["count"], "leaked": int(len(keep) - keep.sum())}
+
+
 def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, k: int = 9) -> dict:
     """Evaluate a run's model on one of its splits; write metrics.json and figures."""
     ds = run.dataset(data=data, progress=progress)
@@ -65,6 +76,7 @@ def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, 
     result = scores(probs, labels)
     majority, base = ds.baseline(split)
     result["baseline_accuracy"] = base
+    result["leak_free"] = leak_free(ds, split, probs, labels)
     result["majority_class"] = majority
     if len(labels):
         cm = confusion(labels, probs.argmax(1), len(names))

@@ -37,6 +37,7 @@ __all__ = [
     "history",
     "confusion_matrix",
     "top_losses",
+    "image_groups",
     "comparison",
 ]
 
@@ -202,6 +203,7 @@ def top_losses(
     confidence: Sequence[float],
     paths: Sequence[str] | None = None,
     title: str | None = None,
+    names: tuple[str, str] = ("true", "pred"),
 ) -> Figure:
     """A grid of (confidently) misclassified images, in the order given.
 
@@ -228,7 +230,8 @@ def top_losses(
     cell = min(2.7, STYLE["max_width"] / ncols, STYLE["max_height"] / (nrows * 1.35))
     label_size = STYLE["small"] if cell < 2.4 else STYLE["tick"]
     fit = int(cell * 72 / (label_size * 0.6))  # characters that fit over one image
-    lines = 2 if any(len(f"true: {t} / pred: {p} (100%)") > fit for t, p in zip(true, predicted)) else 1
+    a, b = names
+    lines = 2 if any(len(f"{a}: {t} / {b}: {p} (100%)") > fit for t, p in zip(true, predicted)) else 1
     row = _row_height(cell, label_size, lines) + (STYLE["tiny"] * 1.4 / 72 if paths is not None else 0)
     fig = _figure((cell * ncols + 0.15, nrows * row + _heading_height(title)))
     for i in range(n):
@@ -236,14 +239,50 @@ def top_losses(
         _show(ax, images[i])
         t, p = str(true[i]), str(predicted[i])
         pct = "?" if math.isnan(conf[i]) else f"{conf[i]:.0%}"
-        line = f"true: {t} / pred: {p} ({pct})"
+        line = f"{a}: {t} / {b}: {p} ({pct})"
         if len(line) > fit:
             short = max(4, fit - 12)
-            line = f"true: {_short(t, short)} /\npred: {_short(p, short)} ({pct})"
+            line = f"{a}: {_short(t, short)} /\n{b}: {_short(p, short)} ({pct})"
         ax.set_title(line, fontsize=label_size, pad=3, color=STYLE["wrong"] if t != p else STYLE["right"])
         if paths is not None:
             ax.text(0.5, -0.03, _short_middle(Path(str(paths[i])).name, fit + 4), transform=ax.transAxes,
                     ha="center", va="top", fontsize=STYLE["tiny"], color=STYLE["muted"])
+    if title:
+        fig.suptitle(title, fontsize=STYLE["suptitle"])
+    return fig
+
+
+def image_groups(
+    groups: Sequence[Sequence[np.ndarray]],
+    captions: Sequence[Sequence[str]],
+    headings: Sequence[str],
+    title: str | None = None,
+    max_per_group: int = 6,
+) -> Figure:
+    """One row per group of images (duplicates of one another), each image captioned (its
+    class and split), each row headed (the group's kind); ``+N`` when a row is cut short."""
+    n = len(groups)
+    if n == 0:
+        return _message_figure("no groups", title)
+    cols = min(max_per_group, max(len(g) for g in groups))
+    cell = min(2.0, STYLE["max_width"] / cols, STYLE["max_height"] / (n * 1.5))
+    size = STYLE["small"] if cell < 1.8 else STYLE["tick"]
+    row = _row_height(cell, size, 2) + (size * 1.6) / 72
+    fig = _figure((cell * cols + 0.15, n * row + _heading_height(title)))
+    subs = fig.subfigures(n, 1, squeeze=False)[:, 0]
+    for sub, imgs, caps, head in zip(subs, groups, captions, headings):
+        sub.suptitle(head, fontsize=size, ha="left", x=0.01, color=STYLE["text"])
+        shown = list(imgs)[:cols]
+        axes = sub.subplots(1, cols, squeeze=False)[0]
+        for k, ax in enumerate(axes):
+            if k >= len(shown):
+                ax.set_axis_off()
+                continue
+            _show(ax, shown[k])
+            text = caps[k]
+            if k == cols - 1 and len(imgs) > cols:
+                text += f"  (+{len(imgs) - cols})"
+            ax.set_title(text, fontsize=size, pad=2, color=STYLE["muted"])
     if title:
         fig.suptitle(title, fontsize=STYLE["suptitle"])
     return fig

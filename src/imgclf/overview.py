@@ -7,12 +7,14 @@ from pathlib import Path
 
 from . import figures, io
 from .data.dataset import ImageDataset, dataset_from_scan, scan_dataset
+from .data.fingerprint import duplicate_counts
 from .data.scan import ScanReport, display_path
 from .data.split import SPLITS
 from .errors import DataError
 
 
 def inspect(data=None, output: str | os.PathLike | None = None, *, classes=None, min_images: int = 1,
+            exclude=None, relabel=None,
             data_path=None, cache=None, progress: bool = True, k: int = 3, **split_options) -> dict:
     """Scan and summarise a dataset without stopping at its first problem.
 
@@ -21,10 +23,10 @@ def inspect(data=None, output: str | os.PathLike | None = None, *, classes=None,
     ``summary.json``).
     A folder that cannot be read at all still raises :class:`~imgclf.errors.DataError`.
     """
-    source, report = scan_dataset(data, classes=classes, min_images=min_images, data_path=data_path,
-                                  cache=cache, progress=progress)
+    source, report, review = scan_dataset(data, classes=classes, min_images=min_images, exclude=exclude,
+                                          relabel=relabel, data_path=data_path, cache=cache, progress=progress)
     try:
-        ds = dataset_from_scan(source, report, cache=cache, progress=progress, **split_options)
+        ds = dataset_from_scan(source, report, review=review, cache=cache, progress=progress, **split_options)
     except DataError as e:
         summary = _report_summary(report)
         summary["error"] = str(e)
@@ -69,6 +71,8 @@ def describe(ds: ImageDataset, output: str | os.PathLike | None = None, *, k: in
     summary = ds.summary()
     report = ds.report
     summary.update(_scan_details(report))
+    summary["duplicates"] = duplicate_counts(report.records, {r.path: s for s in SPLITS for r in ds.splits[s]})
+    summary["review"] = ds.review.to_dict() if ds.review else None
     if output is not None:
         out = Path(output)
         samples = figures.sample_grid(ds.sample(k), title=f"{k} random training images per class")
@@ -113,6 +117,18 @@ def format_summary(summary: dict, max_problems: int = 50) -> str:
         lines.append("")
         lines.append(f"majority baseline: {summary['baseline_accuracy']:.1%} on {summary.get('baseline_split', 'validation')} "
                      f"(always predicting {summary['majority_class']!r})")
+    dup = summary.get("duplicates")
+    if dup:
+        lines.append(f"duplicates {dup['exact_groups']:,} exact and {dup['near_groups']:,} near group(s), "
+                     f"{dup['conflicting_label_groups']:,} across classes, {dup['leak_groups']:,} across splits "
+                     f"({dup['leaked_validation_images']:,} validation and {dup['leaked_test_images']:,} test images "
+                     "training has seen)")
+        lines.append("          by perceptual hash only; `imgclf audit` confirms them with backbone features and "
+                     "looks for mislabels and outliers")
+    if summary.get("review"):
+        rv = summary["review"]
+        lines.append(f"review    {rv['excluded']:,} file(s) excluded, {rv['relabelled']:,} relabelled "
+                     "(by the reviewed lists given; the files are untouched)")
     if summary.get("figures"):
         lines.append("")
         for name, path in summary["figures"].items():

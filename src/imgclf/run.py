@@ -150,9 +150,12 @@ class Run:
 
         d = self.meta["train"]["data"]
         root = data if data is not None else d["root"]
+        review = self.path / "review"  # reviewed lists the run applied, as it applied them
         ds = load_dataset(root, image_size=self.image_size, seed=d["seed"], splits=self.splits_dir,
                           fit=d["fit"], interpolation=d["interpolation"], cache_mode=d["cache_mode"],
-                          classes=self.class_names, progress=progress)
+                          classes=self.class_names, progress=progress,
+                          exclude=review / "exclude.txt" if (review / "exclude.txt").is_file() else None,
+                          relabel=review / "relabel.csv" if (review / "relabel.csv").is_file() else None)
         if ds.class_names != self.class_names:
             raise RunError(f"{root} now has classes {ds.class_names}, but {self.path} was trained on "
                            f"{self.class_names}; restore the class folders or train a new run")

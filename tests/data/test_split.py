@@ -218,3 +218,56 @@ def test_overlapping_lists_raise(tmp_path):
     (folder / "test.txt").write_text(train.splitlines()[0] + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="is in both"):
         apply_split_lists(report, read_split_lists(folder))
+
+
+# -- duplicate groups go to one split ------------------------------------------------------------
+
+def _old_stratified(records, fractions, seed):
+    """The per-class split as it was before duplicate groups (one image, one unit)."""
+    import random
+
+    out = {name: [] for name in fractions}
+    by_class = {}
+    for r in records:
+        by_class.setdefault(r.label, []).append(r)
+    names = list(fractions)
+    for label in sorted(by_class, key=natural_key):
+        items = sorted(by_class[label], key=lambda r: natural_key(r.path))
+        random.Random(f"{seed}:{label}").shuffle(items)
+        n, start = len(items), 0
+        for i, name in enumerate(names):
+            take = n - start if i == len(names) - 1 else min(int(round(n * fractions[name])), n - start)
+            out[name] += items[start: start + take]
+            start += take
+    return out
+
+
+def test_without_duplicates_the_split_is_the_one_made_before_groups():
+    report = _report({"a": 37, "b": 23, "c": 5})
+    for r in report.records:  # distinct fingerprints: no groups
+        r.digest, r.phash = r.path, f"{hash(r.path) & (2**64 - 1):016x}"
+    fractions = {"test": 0.1, "validation": 0.2, "train": 0.7}
+    old = _old_stratified(report.valid, fractions, 42)
+    new = make_splits(report, validation=0.2, test=0.1, seed=42)
+    assert {s: sorted(r.path for r in old[s]) for s in SPLITS} == {s: sorted(r.path for r in new[s]) for s in SPLITS}
+
+
+def test_every_duplicate_group_lands_in_one_split():
+    report = _report({"a": 60, "b": 60})
+    for k, r in enumerate(report.records):
+        r.digest = f"d{k}"
+        r.phash = f"{(k * 0x9E3779B97F4A7C15) & (2**64 - 1):016x}"
+    groups = []
+    for g in range(12):  # exact copies, near copies, and a group across classes
+        a, b, c = report.records[g * 3], report.records[g * 3 + 1], report.records[60 + g]
+        b.digest = a.digest
+        c.phash = f"{int(a.phash, 16) ^ 0b101:016x}"
+        groups.append({a.path, b.path, c.path})
+    for seed in (0, 1, 2):
+        splits = make_splits(report, validation=0.2, test=0.2, seed=seed)
+        where = {r.path: s for s in SPLITS for r in splits[s]}
+        for g in groups:
+            assert len({where[p] for p in g}) == 1, (seed, g)
+        assert sum(map(len, splits.values())) == 120
+        for s, f in (("validation", 0.2), ("test", 0.2)):
+            assert abs(len(splits[s]) - 120 * f) <= 6

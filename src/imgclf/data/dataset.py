@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..io import write_json
 from .images import DEFAULT_FIT, as_size, load_image
+from .review import Review, apply_review
 from .pipeline import DiskArray, check_options, decode_images, decode_key, make_dataset
 from .scan import ImageRecord, ScanReport, scan
 from .sources import DataSource, cache_dir, resolve_source
@@ -58,6 +59,7 @@ class ImageDataset:
         self._row_labels: np.ndarray | None = None
         self._decoded: dict[tuple, np.ndarray] = {}
         self.fractions = {"validation": 0.2, "test": 0.1}  # what the splits were made with
+        self.review = Review()  # what a reviewed list (--exclude / --relabel) changed
 
     # -- what is in it -------------------------------------------------------------------
     @property
@@ -123,6 +125,12 @@ class ImageDataset:
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+
+    def audit(self, **options):
+        """Duplicates, leaks, suspected mislabels and outliers (see :func:`imgclf.audit.audit`)."""
+        from ..audit import audit
+
+        return audit(self, **options)
 
     # -- splits on disk ------------------------------------------------------------------
     def save_splits(self, folder: str | os.PathLike) -> Path:
@@ -269,18 +277,22 @@ def scan_dataset(
     *,
     classes: str | list[str] | None = None,
     min_images: int = 1,
+    exclude: str | os.PathLike | None = None,
+    relabel: str | os.PathLike | None = None,
     data_path: str | os.PathLike | None = None,
     cache: str | os.PathLike | None = None,
     progress: bool = True,
     decode: tuple | None = None,
-) -> tuple[DataSource, ScanReport]:
-    """Find and scan a dataset, and choose its classes: those of ``classes`` in that order, or
-    every class folder with at least ``min_images`` usable images (the others are left out,
-    with a warning in the report). Nothing is split yet; :func:`load_dataset` does both."""
+) -> tuple[DataSource, ScanReport, Review]:
+    """Find and scan a dataset, apply the reviewed lists (``exclude``, ``relabel``), and choose
+    its classes: those of ``classes`` in that order, or every class folder with at least
+    ``min_images`` usable images (the others are left out, with a warning in the report).
+    Nothing is split yet; :func:`load_dataset` does both."""
     names = class_list(classes)
     source = resolve_source(data, data_path=data_path, cache=cache, progress=progress)
     report = scan(source, cache=cache, progress=progress, decode=decode, classes=names)
-    return source, report.keep_classes(min_images, named=names is not None)
+    review = apply_review(report, exclude, relabel)
+    return source, report.keep_classes(min_images, named=names is not None), review
 
 
 def load_dataset(
@@ -300,6 +312,8 @@ def load_dataset(
     predecode: bool = True,
     classes: str | list[str] | None = None,
     min_images: int = 1,
+    exclude: str | os.PathLike | None = None,
+    relabel: str | os.PathLike | None = None,
 ) -> ImageDataset:
     """Find, scan and split a dataset; the first step of everything else.
 
@@ -310,14 +324,16 @@ def load_dataset(
     :meth:`ImageDataset.decoded` (one decode per file instead of two on a first run); turn
     it off when the pixels will not be needed (``imgclf inspect``). ``classes`` (``"a,b,c"``
     or a list) trains on those classes only, in that order; ``min_images`` leaves out classes
-    with fewer usable images (see :func:`scan_dataset`).
+    with fewer usable images (see :func:`scan_dataset`). ``exclude`` and ``relabel`` apply
+    reviewed lists (see :mod:`imgclf.data.review`): the files stay as they are.
     """
     check_options(image_size, interpolation, fit, cache_mode)
     decode = (image_size, interpolation, fit) if predecode and cache_mode != "none" else None
-    source, report = scan_dataset(data, classes=classes, min_images=min_images, data_path=data_path,
-                                  cache=cache, progress=progress, decode=decode)
-    return dataset_from_scan(source, report, image_size=image_size, validation=validation, test=test,
-                             seed=seed, splits=splits, cache=cache, cache_mode=cache_mode,
+    source, report, review = scan_dataset(data, classes=classes, min_images=min_images, exclude=exclude,
+                                          relabel=relabel, data_path=data_path, cache=cache,
+                                          progress=progress, decode=decode)
+    return dataset_from_scan(source, report, review=review, image_size=image_size, validation=validation,
+                             test=test, seed=seed, splits=splits, cache=cache, cache_mode=cache_mode,
                              interpolation=interpolation, fit=fit, progress=progress)
 
 
@@ -325,6 +341,7 @@ def dataset_from_scan(
     source: DataSource,
     report: ScanReport,
     *,
+    review: Review | None = None,
     image_size: int | tuple[int, int] = 160,
     validation: float = 0.2,
     test: float = 0.1,
@@ -345,4 +362,5 @@ def dataset_from_scan(
     ds = ImageDataset(source, report, assigned, image_size=image_size, interpolation=interpolation,
                       fit=fit, seed=seed, cache=cache, cache_mode=cache_mode, progress=progress)
     ds.fractions = {"validation": validation, "test": test}
+    ds.review = review or Review()
     return ds

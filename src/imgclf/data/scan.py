@@ -32,8 +32,9 @@ from .images import (
     decode_workers, orientation,
 )
 from .sources import DataSource, cache_dir, is_clutter
+from .fingerprint import fingerprint
 
-SCAN_VERSION = 2  # 2: a file whose extension lies is used (with a warning); TIFF is read
+SCAN_VERSION = 3  # 2: a file whose extension lies is used (with a warning); TIFF is read; 3: results carry the fingerprint (imgclf.data.fingerprint)
 # Reasons a file is left out, as shown to the user.
 REASONS = {
     "zero_bytes": "empty file (0 bytes)",
@@ -81,6 +82,12 @@ class ImageRecord:
     height: int | None = None
     frames: int | None = None
     warning: str | None = None  # used, but worth knowing (an extension that names another format)
+    # the content's fingerprint (see imgclf.data.fingerprint): bytes digest, perceptual hash,
+    # grey mean / deviation / sharpness
+    digest: str | None = None
+    phash: str | None = None
+    gray: list[float] | None = None
+    excluded: bool = False  # left out by a reviewed list (--exclude); the file is untouched
 
     def message(self, root: Path | None = None) -> str:
         where = display_path(str(root / self.path)) if root else display_path(self.path)
@@ -112,14 +119,18 @@ class ScanReport:
 
     @property
     def valid(self) -> list[ImageRecord]:
-        """The usable images of the classes trained on."""
+        """The usable images of the classes trained on, less those a reviewed list excludes."""
         names = set(self.class_names)
-        return [r for r in self.records if r.ok and r.label in names]
+        return [r for r in self.records if r.ok and not r.excluded and r.label in names]
 
     @property
     def renamed(self) -> list[ImageRecord]:
         """Usable images with a warning (an extension that names another format)."""
         return [r for r in self.valid if r.warning]
+
+    @property
+    def excluded(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.excluded]
 
     @property
     def bad(self) -> list[ImageRecord]:
@@ -364,7 +375,7 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                 # most files are plain JPEGs: decoded without Pillow parsing them first
                 plain = decode_plain_jpeg(data, *decode)
                 if plain is not None:
-                    return {"ok": True, **plain[0]}, plain[1]
+                    return {"ok": True, **plain[0], **fingerprint(path, data)}, plain[1]
             source = io.BytesIO(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -390,7 +401,7 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                         # and damage are found, at a fraction of the cost.
                         img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
                     img.load()
-        return {"ok": True, **info}, pixels
+        return {"ok": True, **info, **fingerprint(path, data if source is not path else None)}, pixels
     except PermissionError as e:
         return {"ok": False, "reason": "unreadable", "detail": e.strerror or str(e)}, None
     except UnidentifiedImageError:

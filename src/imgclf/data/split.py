@@ -11,8 +11,11 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ConfigError, DataError
 from .. import io
+from .fingerprint import pixel_groups
 from .scan import ImageRecord, ScanReport, natural_key
 
 SPLITS = ("train", "validation", "test")
@@ -29,23 +32,37 @@ def _check_fractions(validation: float, test: float) -> None:
         raise ConfigError(f"validation + test fractions must leave images to train on (got {validation} + {test})")
 
 
-def _stratified(records: list[ImageRecord], fractions: dict[str, float], seed: int) -> dict[str, list[ImageRecord]]:
-    """Split each class on its own, with its own seeded shuffle, in the given proportions."""
+def _stratified(records: list[ImageRecord], fractions: dict[str, float], seed: int,
+                groups: list[list[int]] | None = None) -> dict[str, list[ImageRecord]]:
+    """Split each class on its own, with its own seeded shuffle, in the given proportions.
+
+    ``groups`` (indices into ``records``: duplicates of one another) each go to one split
+    whole, counted under the class of their first file; the cut between two splits falls
+    where the count comes closest to the fraction. Without groups, every image is a group of
+    one and the split is exactly the plain per-class split.
+    """
     out: dict[str, list[ImageRecord]] = {name: [] for name in fractions}
-    by_class: dict[str, list[ImageRecord]] = {}
-    for r in records:
-        by_class.setdefault(r.label, []).append(r)
+    grouped = {i for g in groups or [] for i in g}
+    units = [[records[i]] for i in range(len(records)) if i not in grouped]
+    units += [sorted((records[i] for i in g), key=lambda r: natural_key(r.path)) for g in groups or []]
+    by_class: dict[str, list[list[ImageRecord]]] = {}
+    for u in units:
+        by_class.setdefault(u[0].label, []).append(u)
     names = list(fractions)
     for label in sorted(by_class, key=natural_key):
-        items = sorted(by_class[label], key=lambda r: natural_key(r.path))
+        items = sorted(by_class[label], key=lambda u: natural_key(u[0].path))
         random.Random(f"{seed}:{label}").shuffle(items)
-        n = len(items)
-        start = 0
+        cum = np.concatenate([[0], np.cumsum([len(u) for u in items])])
+        n = int(cum[-1])
+        start, target = 0, 0
         for i, name in enumerate(names):
-            take = n - start if i == len(names) - 1 else int(round(n * fractions[name]))
-            take = min(take, n - start)
-            out[name] += items[start: start + take]
-            start += take
+            if i == len(names) - 1:
+                stop = len(items)
+            else:
+                target = min(n, target + int(round(n * fractions[name])))
+                stop = max(start, int(np.argmin(np.abs(cum - target))))
+            out[name] += [r for u in items[start:stop] for r in u]
+            start = stop
     return out
 
 
@@ -56,6 +73,7 @@ def make_splits(
 
     A class-per-folder tree is split by the fractions, per class. A pre-split tree keeps its
     folders; without a test/ folder, the test set is a fixed, stratified fifth of validation.
+    Exact and near duplicates (by the scan's fingerprints) drawn by imgclf land in one split.
     """
     valid = report.valid
     if report.layout == "presplit":
@@ -64,13 +82,14 @@ def make_splits(
             raise DataError(f"{report.root} has a train/ folder but no validation/ images")
         if not by_split["test"] and by_split["validation"]:
             parts = _stratified(by_split["validation"], {"test": PRESPLIT_TEST_FRACTION,
-                                                         "validation": 1 - PRESPLIT_TEST_FRACTION}, seed)
+                                                         "validation": 1 - PRESPLIT_TEST_FRACTION}, seed,
+                                pixel_groups(by_split["validation"]))
             by_split["validation"], by_split["test"] = parts["validation"], parts["test"]
         splits = by_split
     else:
         _check_fractions(validation, test)
         splits = _stratified(valid, {"test": test, "validation": validation,
-                                     "train": 1 - validation - test}, seed)
+                                     "train": 1 - validation - test}, seed, pixel_groups(valid))
     splits = {s: sorted(splits.get(s, []), key=lambda r: natural_key(r.path)) for s in SPLITS}
     assert_disjoint(splits)
     if not splits["train"]:
@@ -131,7 +150,7 @@ def apply_split_lists(report: ScanReport, lists: dict[str, list[tuple[str, str]]
                 continue
             if r.label != label:
                 raise DataError(f"{path} was class {label!r} in the saved splits but is now in {r.label!r}")
-            if r.ok:
+            if r.ok and not r.excluded:
                 kept.append(r)
         splits[name] = kept
     if missing and len(missing) == sum(len(v) for v in lists.values()):

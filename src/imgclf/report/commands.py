@@ -40,7 +40,7 @@ def _study_kwargs(args) -> dict:
         seed=args.seed, title=args.title, progress=_progress(args),
         validation=args.validation, test=args.test, splits=args.splits, data_path=args.data_path,
         cache=args.cache_dir, cache_mode=args.cache, interpolation=args.interpolation, fit=args.fit,
-        classes=args.classes, min_images=args.min_images,
+        classes=args.classes, min_images=args.min_images, exclude=args.exclude, relabel=args.relabel,
     )
     if args.models:
         kwargs["models"] = args.models

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import health
 from .markdown import KIND_LABEL, count, data_sentences, model_sentences, pct, points, seconds, split_total
 
 __all__ = ["render_html", "TEMPLATE"]
@@ -129,7 +130,8 @@ def _hero(results: dict) -> str:
 
 
 def _nav(results: dict) -> str:
-    links = [("data", "Data"), ("augmentation", "Augmentation")]
+    links = [("data", "Data")] + ([("data-health", "Data health")] if results.get("data_health") else [])
+    links += [("augmentation", "Augmentation")]
     links += [(_slug(n), n) for n in results["models"]]
     links.append(("comparison", "Comparison"))
     items = "".join(f'<li><a href="#{_e(a)}">{_e(t)}</a></li>' for a, t in links)
@@ -219,6 +221,11 @@ def _model(i: int, name: str, m: dict, results: dict, fig: _Figures) -> str:
     diag = (f'<div class="callout v-{_e(d["verdict"])}"><p><span class="label">Diagnosis: {_e(d["label"])}.</span> '
             f'{_e(d["text"])}</p>' + (f"<p>{_e(d['advice'])}</p>" if d.get("advice") else "") + "</div>")
     story = "".join(f"<p>{_md_inline(s)}</p>" for s in model_sentences(m, base))
+    lf = (m.get("evaluation") or {}).get("leak_free") or {}
+    if lf.get("leaked"):
+        story += (f"<p>Leak-free test accuracy: <strong>{_e(pct(lf.get('accuracy')))}</strong> on the "
+                  f"{_e(count(lf.get('count')))} test images with no duplicate in another split "
+                  f"({_e(count(lf['leaked']))} left out; see Data health).</p>")
     figs = m.get("figures", {})
     fine = (f" The shaded part is fine-tuning, from epoch {m['fine_tune_epoch']}." if m.get("fine_tune_epoch") else "")
     history = fig(figs.get("history"), f"{name}: accuracy and loss per epoch",
@@ -323,5 +330,5 @@ def render_html(results: dict, folder: str | Path) -> str:
     fig = _Figures(Path(folder))
     models = "".join(_model(i, n, m, results, fig) for i, (n, m) in enumerate(results["models"].items(), 1))
     body = (_hero(results) + _nav(results) + '<main><div class="wrap">' + _data(results, fig)
-            + _augmentation(results, fig) + models + _comparison(results, fig) + "</div></main>" + _footer(results))
+            + health.render(results, fig) + _augmentation(results, fig) + models + _comparison(results, fig) + "</div></main>" + _footer(results))
     return _template().substitute(title=_e(results["title"]), version=_e(results.get("imgclf_version", "")), body=body)

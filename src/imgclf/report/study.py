@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import __version__, figures, io
 from ..data.dataset import ImageDataset, load_dataset
+from .health import data_health
 from ..data.split import SPLITS, read_split_lists
 from ..errors import ConfigError, WeightsError
 from ..run import Run
@@ -182,6 +183,10 @@ def study(
         "augmentation": _augmentation_section(ds, out, augment_preview),
         "models": {name: _pending(name) for name in names},
     }
+    say("audit: duplicates, leaks, suspected mislabels, outliers")
+    transfer = next((n for n in names if specs[n].is_transfer), "mobilenet_v2")
+    results["data_health"] = data_health(ds, out, model=transfer, weights=weights, alpha=alpha,
+                                         download=download_weights)
     _write(out, results)
 
     for i, name in enumerate(names, 1):
@@ -474,7 +479,8 @@ def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dic
         "seconds_per_epoch": metrics.get("seconds_per_epoch"),
         "train_seconds": float(sum(s for s in history["seconds"] if s is not None)),
         "diagnosis": diag.to_dict(),
-        "evaluation": {k: evaluation.get(k) for k in ("per_class", "macro_f1", "confusion_matrix", "top_losses")
+        "evaluation": {k: evaluation.get(k) for k in ("per_class", "macro_f1", "confusion_matrix", "top_losses",
+                                                      "leak_free")
                        if evaluation.get(k) is not None},
         "figures": figs,
     }

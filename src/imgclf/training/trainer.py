@@ -127,7 +127,8 @@ def train(
     if "augment" in options:
         options["augment"] = _resolve_augment(options["augment"])
     data_options = {k: options.pop(k) for k in ("validation", "test", "fit", "interpolation", "cache_mode",
-                                                 "classes", "min_images") if k in options}
+                                                 "classes", "min_images", "exclude", "relabel")
+                    if k in options}
     try:
         cfg = TrainConfig(model=model, **options)
     except TypeError as e:
@@ -147,7 +148,8 @@ def train(
     cfg.image_size = image_size
     cfg.data = DataConfig(source=ds.source.origin, root=str(ds.root), validation=ds.fractions["validation"],
                           test=ds.fractions["test"], seed=ds.seed, fit=ds.fit,
-                          interpolation=ds.interpolation, cache_mode=ds.cache_mode)
+                          interpolation=ds.interpolation, cache_mode=ds.cache_mode,
+                          exclude=ds.review.sources.get("exclude"), relabel=ds.review.sources.get("relabel"))
     run = Run(output if output is not None else _default_output(cfg.model))
     if not dist.is_chief:
         built = _build(cfg, ds.num_classes, dist)
@@ -161,6 +163,8 @@ def train(
         _clear(run)
     ds.save_splits(run.splits_dir)
     ds.save_problems(run.path / "data_problems.json")  # what the scan left out, and why
+    if ds.review:
+        ds.review.save(run.path / "review")  # what --exclude / --relabel changed, as applied
     built = _build(cfg, ds.num_classes, dist)
     io.write_json(run.path / "class_names.json", ds.class_names)
     io.write_json(run.config_file, {
@@ -182,7 +186,7 @@ def _clear(run: Run) -> None:
     """Remove what an earlier run left in the folder (its cache of features is kept: it is keyed)."""
     import shutil
 
-    for name in ("checkpoints", "figures", "splits"):
+    for name in ("checkpoints", "figures", "splits", "review"):
         shutil.rmtree(run.path / name, ignore_errors=True)
     for name in ("config.json", "class_names.json", "model.keras", "history.csv", "metrics.json"):
         (run.path / name).unlink(missing_ok=True)
@@ -516,7 +520,7 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
             features: np.ndarray | None, fine_tune: dict | None = None, progress: bool,
             kept: dict | None = None) -> None:
-    from ..evaluation import predict_split, scores
+    from ..evaluation import leak_free, predict_split, scores
 
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
@@ -542,6 +546,8 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
         else:
             probs = predict_split(model, ds, split, cfg.image_size, cfg.batch_size)
         metrics[split] = scores(probs, ds.labels(split))
+        if split == "test":  # accuracy on the test images with no duplicate in another split
+            metrics[split]["leak_free"] = leak_free(ds, split, probs, ds.labels(split))
     if fine_tune is not None:
         metrics["fine_tune"] = fine_tune
     majority, base = ds.baseline("test")
