@@ -120,7 +120,8 @@ def _train_options(args) -> dict:
     opts = {}
     for name in ("epochs", "batch_size", "image_size", "optimizer", "learning_rate", "label_smoothing",
                  "class_weight", "early_stopping", "fine_tune", "fine_tune_epochs", "fine_tune_lr_factor", "seed", "alpha",
-                 "weights", "augment", "dropout", "pooling", "views", "precision", "strategy", "keep"):
+                 "weights", "augment", "dropout", "pooling", "views", "precision", "strategy", "keep",
+                 "calibrate"):
         value = getattr(args, name, None)
         if value is not None:
             opts[name] = value
@@ -160,6 +161,10 @@ def _print_metrics(run) -> None:
         else:
             print(f"fine-tuning lowered validation accuracy ({before:.1%} -> {after:.1%}): "
                   "the model keeps the head stage's weights")
+    if m.get("calibration"):
+        from .calibration import describe
+
+        print(f"calibration: {describe(m['calibration'])}")
 
 
 def cmd_train(args) -> int:
@@ -190,7 +195,7 @@ def cmd_evaluate(args) -> int:
     from .run import load
 
     run = load(args.run)
-    result = run.evaluate(args.split, data=args.data, progress=_progress(args))
+    result = run.evaluate(args.split, data=args.data, progress=_progress(args), tta=args.tta)
     print(format_evaluation(result, run.class_names, args.split))
     return 0
 
@@ -213,6 +218,11 @@ def format_evaluation(result: dict, class_names: list[str], split: str) -> str:
     lines.append("confusion matrix (rows: true, columns: predicted)")
     for name, row in zip(class_names, result["confusion_matrix"]):
         lines.append(f"{name:<{width}}  " + " ".join(f"{v:>6}" for v in row))
+    if result.get("tta"):
+        t = result["tta"]
+        lines.append(f"test-time augmentation ({t['mode']}, {t['views']} views): accuracy {t['accuracy_without']:.1%} "
+                     f"-> {t['accuracy']:.1%}, loss {t['loss_without']:.4f} -> {t['loss']:.4f}, "
+                     f"{t['changed']} answers changed")
     for name, path in result.get("figures", {}).items():
         lines.append(f"figure    {path}")
     return "\n".join(lines)
@@ -273,6 +283,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                         "with native bfloat16, else float32); the saved model is float32")
     g.add_argument("--keep", choices=("best", "last"),
                    help="end each stage with the weights of its best validation epoch (default) or its last")
+    g.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit a temperature on the validation split and build it into the saved model "
+                        "(default on; kept only if it lowers validation ECE)")
     g.add_argument("--jit", action="store_true", help="compile with XLA")
     g.add_argument("--strategy", choices=("auto", "none", "mirrored", "multi-worker"))
     g.add_argument("--deterministic", action="store_true", help="deterministic ops (slower)")
@@ -330,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--data", help="where the run's data lies now, if it moved")
+    p.add_argument("--tta", nargs="?", const="flip", choices=("flip", "crops"),
+                   help="also report the accuracy with test-time augmentation: the image and its mirror "
+                        "(flip, the default) or those and four corner crops (crops)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

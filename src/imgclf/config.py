@@ -59,6 +59,9 @@ class TrainConfig:
     augment: Any = "default"  # "default", None, or an AugmentConfig dict
     dropout: float | None = None
     pooling: str = "avg"
+    # fit a temperature on the validation split after training and build it into the saved
+    # model, unless it raises the validation ECE (imgclf.calibration)
+    calibrate: bool = True
     feature_cache: bool = True  # train a frozen backbone's head on cached features
     views: int = 2  # cached views per image when augmenting: the plain image and one augmented view
     # "auto": bfloat16 compute (float32 weights) for models trained end to end from scratch

@@ -65,8 +65,18 @@ def leak_free(ds, split: str, probs: np.ndarray, labels: np.ndarray) -> dict:
     return {"accuracy": out["accuracy"], "count": out["count"], "leaked": int(len(keep) - keep.sum())}
 
 
-def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, k: int = 9) -> dict:
-    """Evaluate a run's model on one of its splits; write metrics.json and figures."""
+def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, k: int = 9,
+                 tta: str | None = None) -> dict:
+    """Evaluate a run's model on one of its splits; write metrics.json and figures.
+
+    ``tta`` (``"flip"`` or ``"crops"``, see :mod:`imgclf.inference.tta`) adds ``result["tta"]``:
+    the accuracy and loss with and without test-time augmentation; the other figures are the
+    plain model's. The most-confidently-wrong grid shows each image under its Grad-CAM heatmap
+    for the predicted class (see :mod:`imgclf.explain`).
+    """
+    from .inference.tta import check_mode, split_effect
+
+    tta = check_mode(tta)
     ds = run.dataset(data=data, progress=progress)
     ds._check_split(split)
     model = run.model
@@ -74,6 +84,8 @@ def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, 
     labels = ds.labels(split)
     names = run.class_names
     result = scores(probs, labels)
+    if tta is not None and len(labels):
+        result["tta"] = split_effect(model, ds, split, run.image_size, tta)[0]
     majority, base = ds.baseline(split)
     result["baseline_accuracy"] = base
     result["leak_free"] = leak_free(ds, split, probs, labels)
@@ -90,11 +102,26 @@ def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, 
             from .inference.predict import decode
 
             tl = result["top_losses"]
-            fig = figures.top_losses([decode(t["path"], run.preprocessing) for t in tl], [t["true"] for t in tl],
-                                     [t["predicted"] for t in tl], [t["confidence"] for t in tl],
-                                     paths=[t["path"] for t in tl], title=f"most confidently wrong ({split})")
+            images, heat = _with_heatmaps(run, [decode(t["path"], run.preprocessing) for t in tl],
+                                          [names.index(t["predicted"]) for t in tl])
+            title = f"most confidently wrong ({split})" + (", Grad-CAM of the predicted class" if heat else "")
+            fig = figures.top_losses(images, [t["true"] for t in tl], [t["predicted"] for t in tl],
+                                     [t["confidence"] for t in tl], paths=[t["path"] for t in tl], title=title)
             result["figures"]["top_losses"] = str(figures.save(fig, run.figures_dir / f"top_losses_{split}.png"))
     metrics = run.metrics()
     metrics.setdefault("evaluation", {})[split] = result
     io.write_json(run.path / "metrics.json", metrics)
     return result
+
+
+def _with_heatmaps(run, images: list, classes: list[int]) -> tuple[list, bool]:
+    """``images`` under their Grad-CAM heatmaps for ``classes``; as they are (and False) for a
+    model without a convolutional layer."""
+    from .explain import ExplainError, explainer_for, overlay
+
+    try:
+        cam = explainer_for(run)
+    except ExplainError:
+        return images, False
+    heat, _ = cam(np.stack(images), classes)
+    return [overlay(img, h) for img, h in zip(images, heat)], True

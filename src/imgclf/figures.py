@@ -39,6 +39,7 @@ __all__ = [
     "top_losses",
     "image_groups",
     "comparison",
+    "reliability_diagram",
 ]
 
 #: The one place the look is decided. Applied explicitly to each artist (never through global
@@ -594,6 +595,63 @@ def confusion_matrix(
     bar.ax.tick_params(labelsize=STYLE["small"])
     bar.outline.set_visible(False)
     fig.suptitle(title or "confusion matrix", fontsize=STYLE["suptitle"])
+    return fig
+
+
+def reliability_diagram(
+    panels: Sequence[tuple[str, Mapping[str, Any], float | None]],
+    title: str | None = None,
+) -> Figure:
+    """Reliability diagrams side by side: accuracy against confidence per bin, the gap shaded.
+
+    ``panels`` holds ``(heading, bins, ece)`` per panel, ``bins`` as
+    :func:`imgclf.calibration.reliability` returns them (``edges``, ``count``, ``confidence``,
+    ``accuracy``). A perfectly calibrated model has every bar on the diagonal; under each
+    panel, the share of the images in each bin.
+    """
+    panels = list(panels)
+    if not panels:
+        return _message_figure("nothing to show", title)
+    fig = _figure((4.2 * len(panels) + 0.3, 5.0 + _heading_height(title)))
+    gs = fig.add_gridspec(2, len(panels), height_ratios=(4, 1))
+    blue, red = STYLE["palette"][0], STYLE["wrong"]
+    for col, (heading, bins, ece) in enumerate(panels):
+        edges = np.asarray(bins["edges"], dtype=float)
+        count = np.asarray(bins["count"], dtype=float)
+        acc = np.nan_to_num(np.asarray(bins["accuracy"], dtype=float))
+        conf = np.asarray(bins["confidence"], dtype=float)
+        width = np.diff(edges)
+        left = edges[:-1]
+        filled = count > 0
+        ax = fig.add_subplot(gs[0, col])
+        _style_axes(ax, grid_axis="both")
+        ax.plot([0, 1], [0, 1], zorder=2, label="perfect calibration", **STYLE["baseline"])
+        ax.bar(left[filled], acc[filled], width[filled], align="edge", color=blue, edgecolor="white",
+               linewidth=0.6, zorder=3, label="accuracy")
+        gap_lo = np.minimum(acc, np.nan_to_num(conf))[filled]
+        gap_hi = np.maximum(acc, np.nan_to_num(conf))[filled]
+        ax.bar(left[filled], gap_hi - gap_lo, width[filled], bottom=gap_lo, align="edge", facecolor="none",
+               hatch="////", edgecolor=red, linewidth=0.8, zorder=4, label="gap to mean confidence")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_ylabel("accuracy in the bin", fontsize=STYLE["label"])
+        ece_text = "ECE n/a" if ece is None else f"ECE {ece:.3f}"
+        ax.set_title(f"{heading}: {ece_text}", fontsize=STYLE["title"])
+        if col == 0:
+            ax.legend(loc="upper left", frameon=False, fontsize=STYLE["small"])
+        hist = fig.add_subplot(gs[1, col], sharex=ax)
+        _style_axes(hist, grid_axis="y")
+        total = max(count.sum(), 1.0)
+        hist.bar(left, count / total, width, align="edge", color=STYLE["muted"], edgecolor="white",
+                 linewidth=0.6, zorder=3)
+        hist.set_ylim(0, 1)
+        hist.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        hist.set_ylabel("images", fontsize=STYLE["small"])
+        hist.set_xlabel("confidence (top-1 probability)", fontsize=STYLE["label"])
+    if title:
+        fig.suptitle(title, fontsize=STYLE["suptitle"])
     return fig
 
 

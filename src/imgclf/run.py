@@ -161,11 +161,19 @@ class Run:
                            f"{self.class_names}; restore the class folders or train a new run")
         return ds
 
-    def evaluate(self, split: str = "test", *, data=None, progress: bool = True) -> dict:
-        """Loss, accuracy, baseline, per-class scores, confusion matrix and top losses on ``split``."""
+    def evaluate(self, split: str = "test", *, data=None, progress: bool = True, tta: str | None = None) -> dict:
+        """Loss, accuracy, baseline, per-class scores, confusion matrix and top losses on ``split``
+        (``tta="flip"`` or ``"crops"`` adds the accuracy with test-time augmentation)."""
         from .evaluation import evaluate_run
 
-        return evaluate_run(self, split, data=data, progress=progress)
+        return evaluate_run(self, split, data=data, progress=progress, tta=tta)
+
+    def explain(self, image, class_name: str | None = None):
+        """The Grad-CAM :class:`~imgclf.explain.Explanation` of ``image`` (``.heatmap``, ``.figure``,
+        ``.save(png)``); a list of inputs gives a list (see ``imgclf.explain``)."""
+        from .explain import explain
+
+        return explain(self, image, class_name)
 
     def predict(self, inputs, **options):
         """Top-k classes for paths, folders, globs, PIL images or arrays (see ``imgclf.inference.predict``)."""

@@ -52,3 +52,20 @@ def python_without_imgclf(code: str, *args, timeout: int = 300):
     with tempfile.TemporaryDirectory() as cwd:
         return subprocess.run([sys.executable, "-c", guard + code, *map(str, args)], capture_output=True,
                               text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="session")
+def dense_run(trained_run, tmp_path_factory):
+    """A copy of ``trained_run`` whose model has no convolutional layer (Flatten + Dense softmax)."""
+    import shutil
+
+    import keras
+
+    import imgclf
+
+    folder = tmp_path_factory.mktemp("dense") / "run"
+    shutil.copytree(trained_run.path, folder, ignore=shutil.ignore_patterns("checkpoints", "exports", "cache"))
+    model = keras.Sequential([keras.Input((32, 32, 3), name="image"), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    model.save(folder / "model.keras")
+    return imgclf.load(folder)

@@ -233,3 +233,39 @@ def test_mobilenet_v2_exports(tmp_path_factory):
     # `imgclf export` cover TFLite for MobileNetV2.
     result = export(run, "onnx")
     assert result.parity["passed"] and result.parity["max_abs_diff"] <= 1e-4, result.parity
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(trained_run, tmp_path_factory):
+    """A copy of ``trained_run`` with a temperature of 2.5 built into its model, as training does."""
+    import shutil
+
+    import keras
+
+    import imgclf
+    from imgclf import calibration, io
+
+    folder = tmp_path_factory.mktemp("calibrated") / "run"
+    shutil.copytree(trained_run.path, folder, ignore=shutil.ignore_patterns("checkpoints", "exports", "cache"))
+    model = keras.models.load_model(folder / "model.keras", compile=False)
+    calibration.temper_model(model, 2.5)
+    model.save(folder / "model.keras")
+    metrics = io.read_json(folder / "metrics.json")
+    metrics["calibration"] = {"applied": True, "temperature": 2.5, "fitted_on": "validation"}
+    io.write_json(folder / "metrics.json", metrics)
+    return imgclf.load(folder)
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_calibrated_exports_agree_with_the_calibrated_keras_model(calibrated_run, trained_run, fmt):
+    from imgclf import calibration
+
+    result = export(calibrated_run, fmt)
+    assert result.passed and result.parity["max_abs_diff"] <= 1e-4
+    meta = json.loads(result.metadata_file.read_text())
+    assert meta["calibration"]["temperature"] == 2.5
+    images = np.asarray(calibrated_run.dataset(progress=False).decoded()[:16], np.float32)
+    got = export_module.load_exported(fmt, result.path)(images)
+    uncalibrated = np.asarray(trained_run.model(images, training=False))
+    np.testing.assert_allclose(got, calibration.scale(uncalibrated, 2.5), atol=1e-4)
+    assert got.max(1).mean() < uncalibrated.max(1).mean()  # softer: the temperature is in there

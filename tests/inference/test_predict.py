@@ -222,3 +222,23 @@ def test_training_predict_and_serve_accept_exactly_the_same_files(trained_run, t
     assert training == expected
     assert predicted == expected
     assert served == expected
+def test_cli_predict_explain_writes_one_overlay_per_image(cli, trained_run, test_images, tmp_path):
+    from PIL import Image
+
+    out_dir = tmp_path / "heatmaps"
+    code, out, err = cli("predict", trained_run.path, *test_images[:3], "--explain", out_dir, "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    pngs = sorted(out_dir.glob("*.png"))
+    assert len(pngs) == 3 and sorted(r["explanation"] for r in rows) == [str(p) for p in pngs]
+    for p in pngs:
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size == (32, 32)
+    assert "3 heatmaps written" in err
+
+
+def test_explain_on_a_model_without_convolutions_still_predicts(cli, dense_run, test_images, tmp_path):
+    code, out, err = cli("predict", dense_run.path, test_images[0], "--explain", tmp_path / "h", "-q")
+    assert code == 2 and "no convolutional layer" in err and len(err.strip().splitlines()) == 1
+    assert "1 inputs" in out  # the predictions are printed all the same
+    assert not (tmp_path / "h").exists()

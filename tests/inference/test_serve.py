@@ -276,3 +276,27 @@ def test_limits_hold_on_the_real_server(trained_run, test_images, monkeypatch):
         assert r.status_code == 400 and "not an image" in r.json()["detail"]
         assert c.post("/predict", content=small).status_code == 200  # the server is still fine
     assert len(calls) == 2  # neither the bomb nor the garbage reached the decoder
+def test_explain_returns_the_overlay_as_a_png_of_the_input_size(client, trained_run, test_images):
+    import base64
+
+    data = test_images[0].read_bytes()
+    plain = client.post("/predict", content=data).json()
+    r = client.post("/predict?explain=1", content=data)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["label"] == plain["label"] and body["probability"] == pytest.approx(plain["probability"], abs=1e-6)
+    ex = body["explanation"]
+    assert ex["class"] == body["label"] and ex["method"] == "grad-cam" and ex["format"] == "png"
+    with Image.open(io.BytesIO(base64.b64decode(ex["png_base64"]))) as im:
+        assert im.format == "PNG" and im.size == (32, 32) == (ex["width"], ex["height"])
+    assert "explanation" not in plain
+
+
+def test_explain_on_a_broken_image_or_a_model_without_convolutions(client, dense_run, test_images, tmp_path):
+    r = client.post("/predict?explain=1", content=b"plain text, no picture")
+    assert r.status_code == 400 and "not an image" in r.json()["detail"]
+    with TestClient(create_app(dense_run)) as dense:
+        r = dense.post("/predict?explain=1", content=test_images[0].read_bytes())
+    body = r.json()
+    assert r.status_code == 422 and "no convolutional layer" in body["detail"]
+    assert body["label"] in dense_run.class_names and "explanation" not in body  # the prediction stands

@@ -101,3 +101,40 @@ def test_a_file_that_is_not_an_image_shows_the_reason(browser, server, tmp_path)
     page.screenshot(path=str(shot))
     _keep(shot)
     page.close()
+
+
+def test_the_heatmap_toggle_swaps_the_picture_for_its_grad_cam_overlay(browser, server, tmp_path):
+    from PIL import Image
+
+    from tests.imagefactory import class_colours, write_image
+
+    image = write_image(tmp_path / "my_cat.jpg", "jpeg", size=(480, 360), color=class_colours(2)[0], noise=6.0, seed=4)
+    page = browser.new_page(viewport={"width": 1200, "height": 760})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    explained = []
+    page.on("request", lambda r: explained.append("explain=1" in r.url) if "/predict" in r.url else None)
+    page.goto(server + "/")
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector("#result.show", timeout=30_000)
+    assert explained == [False] and page.get_attribute("#preview", "src").startswith("blob:")
+    # switching it on asks again with ?explain=1 and shows the overlay; off shows the photo again
+    page.click("label.switch")
+    page.wait_for_selector("body[data-heatmap='shown']", state="attached", timeout=30_000)
+    assert explained == [False, True]
+    src = page.get_attribute("#preview", "src")
+    assert src.startswith("data:image/png;base64,")
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
+        assert im.size == (32, 32)
+    assert "pushed the model most towards" in page.text_content("#explain-note")
+    shot = tmp_path / "serve_page_heatmap.png"
+    page.screenshot(path=str(shot), full_page=True)
+    _keep(shot)
+    page.click("label.switch")
+    page.wait_for_selector("body[data-heatmap='hidden']", state="attached")
+    assert page.get_attribute("#preview", "src").startswith("blob:") and len(explained) == 2
+    assert not errors, errors
+    page.close()

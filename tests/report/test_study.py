@@ -152,3 +152,18 @@ def test_unknown_model_is_refused_before_any_work(tree, tmp_path):
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
         study(tree, models="cnn,nope", output=tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_each_model_says_what_calibration_and_tta_did(done):
+    result, _ = done
+    res = json.loads((result.output / "results.json").read_text())
+    html = (result.output / "report.html").read_text()
+    md = (result.output / "report.md").read_text()
+    for name, m in res["models"].items():
+        t = m["tta"]
+        assert t["mode"] == "flip" and t["count"] == 6 and t["accuracy_without"] == pytest.approx(m["validation_accuracy"])
+        # six validation images are too few for a temperature: the report says so
+        assert m["calibration"]["applied"] is False and "too few to fit a temperature" in m["calibration"]["note"]
+    assert html.count("Can the probabilities be trusted?") == len(MODELS)
+    assert "Test-time augmentation</strong> (the image and its mirror, averaged)" in html
+    assert "too few to fit a temperature" in md and "Grad-CAM" in html

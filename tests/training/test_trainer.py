@@ -369,3 +369,52 @@ def test_training_on_a_folder_with_bad_files(class_tree, tmp_path, cli):
     assert not any(name in listed for name in ("cut.jpg", "notes.jpg", "empty.png", "Thumbs.db"))  # left out
     assert sum(run.metrics()[s]["count"] for s in ("validation", "test")) + len(
         (run.splits_dir / "train.txt").read_text().splitlines()) == 33
+def _calibration_run(tmp_path, **kw):
+    from tests.imagefactory import make_class_tree
+
+    data = make_class_tree(tmp_path / "cal-data", {"cats": 40, "dogs": 40}, size=(32, 32))
+    ds = imgclf.load_dataset(data, image_size=32, validation=0.4, test=0.2, progress=False)
+    kw.setdefault("keep", "last")  # the last checkpoint is then the model that was calibrated
+    return ds, imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "cal-run", epochs=2, image_size=32,
+                            precision="float32", progress=False, **kw)
+
+
+def _plain(run, split, ds):
+    return np.asarray(run.model.predict(np.asarray(ds.decoded(32)[ds.indices(split)], np.float32), verbose=0))
+
+
+def test_the_saved_model_carries_the_temperature_and_resume_does_not_apply_it_twice(tmp_path, capsys):
+    from imgclf import calibration
+
+    ds, run = _calibration_run(tmp_path)
+    cal = run.metrics()["calibration"]
+    assert cal["fitted_on"] == "validation" and cal["bins"] == 15 and cal["validation"]["before"]["count"] == 32
+    for split in ("validation", "test"):
+        for when in ("before", "after"):
+            assert {"ece", "nll", "accuracy"} <= set(cal[split][when])
+        assert cal[split]["after"]["accuracy"] == cal[split]["before"]["accuracy"]
+    assert (run.path / "figures" / "reliability.png").is_file()
+    calibrated = _plain(run, "test", ds)
+    # the last checkpoint is the model before calibration: model.keras is it, tempered
+    raw = keras.models.load_model(next(run.checkpoints_dir.glob("epoch-*.keras")), compile=False)
+    uncalibrated = np.asarray(raw.predict(np.asarray(ds.decoded(32)[ds.indices("test")], np.float32), verbose=0))
+    expected = calibration.scale(uncalibrated, cal["temperature"]) if cal["applied"] else uncalibrated
+    np.testing.assert_allclose(calibrated, expected, atol=1e-4)
+    assert run.metrics()["test"]["loss"] == pytest.approx(cal["test"]["after" if cal["applied"] else "before"]["nll"],
+                                                          abs=1e-4)
+    _print_metrics(run)
+    assert "calibration: " in capsys.readouterr().out
+    # killed after the last epoch, before the model was saved: resume calibrates once, the same way
+    run.model_file.unlink()
+    meta = json.loads(run.config_file.read_text())
+    meta["complete"] = False
+    run.config_file.write_text(json.dumps(meta))
+    again = imgclf.resume(run.path, progress=False)
+    assert again.metrics()["calibration"]["temperature"] == pytest.approx(cal["temperature"], rel=1e-6)
+    np.testing.assert_allclose(_plain(imgclf.load(again.path), "test", ds), calibrated, atol=1e-5)
+
+
+def test_no_calibrate_leaves_the_model_as_trained(tmp_path, cli):
+    ds, run = _calibration_run(tmp_path, calibrate=False)
+    assert "calibration" not in run.metrics() and run.config.calibrate is False
+    assert not (run.path / "figures" / "reliability.png").exists()

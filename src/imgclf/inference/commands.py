@@ -37,7 +37,7 @@ def cmd_predict(args) -> int:
     _quiet_python_logs()
     run = load(args.run)
     results = predict(run, args.paths, top_k=args.top_k, batch_size=args.batch_size,
-                      progress=not args.quiet)
+                      progress=not args.quiet, tta=args.tta, explain=args.explain)
     if fmt == "csv":
         text = results.to_csv()
     elif fmt == "json":
@@ -53,6 +53,11 @@ def cmd_predict(args) -> int:
               + (f" ({n_err} inputs could not be read)" if n_err else ""))
     else:
         sys.stdout.write(text)
+    if results.explain_error:
+        print(f"imgclf: error: --explain: {results.explain_error}", file=sys.stderr)
+        return 2
+    if args.explain and not args.quiet:
+        print(f"{sum(1 for r in results if r.explanation)} heatmaps written to {args.explain}", file=sys.stderr)
     return 1 if results and len(results.errors) == len(results) else 0
 
 
@@ -117,6 +122,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="table (default on the terminal), csv or json; by default taken from "
                         "--output's extension")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--tta", nargs="?", const="flip", choices=("flip", "crops"),
+                   help="test-time augmentation: average the image with its mirror (flip, the default) "
+                        "or with its mirror and four corner crops (crops)")
+    p.add_argument("--explain", metavar="DIR",
+                   help="write one Grad-CAM overlay PNG per image into DIR (the predicted class's heatmap)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

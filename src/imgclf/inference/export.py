@@ -104,9 +104,19 @@ def metadata(run, fmt: str, quantize: str | None, file_name: str) -> dict:
         "output": {"name": OUTPUT_NAME, "shape": [None, len(names)], "dtype": "float32",
                    "meaning": "softmax probabilities, in class_names order"},
         "model": run.meta["train"].get("model"),
+        "calibration": _calibration(run),
         "source_run": str(Path(run.path).resolve()),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _calibration(run) -> dict | None:
+    """The temperature built into the model (imgclf.calibration), as metrics.json records it."""
+    cal = run.metrics().get("calibration") or {}
+    if not cal.get("applied"):
+        return None
+    return {"method": "temperature scaling", "temperature": cal["temperature"], "fitted_on": cal.get("fitted_on"),
+            "note": "already inside the model: its probabilities are the calibrated ones"}
 
 
 # -- the inference model ------------------------------------------------------------

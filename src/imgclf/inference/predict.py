@@ -57,23 +57,33 @@ class Prediction:
     probability: float | None = None
     top_k: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    explanation: str | None = None  # the Grad-CAM overlay PNG written for it (predict(explain=DIR))
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "path": self.path,
             "label": self.label,
             "probability": self.probability,
             "top_k": [{"class": c, "probability": p} for c, p in self.top_k],
             "error": self.error,
         }
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
+        return out
 
 
 class Predictions(list):
-    """A list of :class:`Prediction` that knows how to become a table, CSV or JSON."""
+    """A list of :class:`Prediction` that knows how to become a table, CSV or JSON.
+
+    ``explain_error`` says why no heatmaps were written when they were asked for (the
+    predictions are there all the same).
+    """
+
+    explain_error: str | None = None
 
     @property
     def errors(self) -> list[Prediction]:
@@ -90,6 +100,8 @@ class Predictions(list):
                 row[f"class_{i + 1}"] = c
                 row[f"probability_{i + 1}"] = pr
             row["error"] = p.error
+            if any(q.explanation for q in self):
+                row["explanation"] = p.explanation
             out.append(row)
         return out
 
@@ -333,6 +345,8 @@ def predict(
     progress: bool = False,
     max_pixels: int | None = None,
     workers: int | None = None,
+    tta: str | None = None,
+    explain: str | os.PathLike | None = None,
 ) -> Predictions:
     """Top-``k`` classes for each input, in input order (folders and globs expanded in natural order).
 
@@ -340,11 +354,18 @@ def predict(
     numpy arrays (HxWx3, or NxHxWx3 for a batch). ``run``: a :class:`imgclf.Run` or its folder.
     Inputs are decoded ``batch_size`` at a time on ``workers`` threads and fed to the model in
     batches. An input that cannot be read gets ``error`` set instead of raising.
+    ``tta``: ``"flip"`` or ``"crops"`` averages over augmented views (:mod:`imgclf.inference.tta`).
+    ``explain``: a folder that gets one Grad-CAM overlay PNG per image, for its predicted class
+    (:mod:`imgclf.explain`); a model that cannot be explained still predicts, with
+    ``Predictions.explain_error`` saying why.
     """
+    from .tta import check_mode, predict_tta
+
     run = _resolve_run(run)
     class_names = run.class_names
     k = min(_check_positive("top_k", top_k), len(class_names))
     batch_size = _check_positive("batch_size", batch_size)
+    tta = check_mode(tta)
     items = expand_inputs(inputs)
     if not items:
         raise DataError("nothing to predict on: no inputs were given")
@@ -352,6 +373,7 @@ def predict(
     model = run.model
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     results = Predictions()
+    overlays = _Overlays(run, explain, results) if explain is not None else None
     from ..progress import bar
 
     with ThreadPoolExecutor(max_workers=workers) as pool, \
@@ -360,15 +382,63 @@ def predict(
             chunk = items[start:start + batch_size]
             decoded = list(pool.map(lambda it: _decode_or_error(it, preprocessing, max_pixels), chunk))
             good = [arr for arr, err in decoded if err is None]
-            probs = iter(predict_arrays(model, good)) if good else iter(())
+            batch = predict_tta(lambda x: predict_arrays(model, x), np.stack(good), tta) if good else []
+            written = [None] * len(good)
+            if overlays is not None and good:
+                written = overlays.write(good, batch, [it.name for it, (_, e) in zip(chunk, decoded) if e is None])
+            probs, paths = iter(batch), iter(written)
             for item, (arr, err) in zip(chunk, decoded):
                 if err is not None:
                     results.append(Prediction(item.name, error=err))
                     continue
                 tk = top_k_of(next(probs), class_names, k)
-                results.append(Prediction(item.name, label=tk[0][0], probability=tk[0][1], top_k=tk))
+                results.append(Prediction(item.name, label=tk[0][0], probability=tk[0][1], top_k=tk,
+                                          explanation=next(paths)))
             pbar.update(len(chunk))
     return results
+
+
+class _Overlays:
+    """Writes the Grad-CAM overlay of each predicted image into one folder, one PNG per input."""
+
+    def __init__(self, run, folder, results: Predictions):
+        from ..explain import ExplainError, explainer_for
+
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ConfigError(f"--explain {self.folder} is a file; give a folder for the heatmap PNGs")
+        self.used: set[str] = set()
+        try:
+            self.cam = explainer_for(run)
+        except ExplainError as e:
+            self.cam = None
+            results.explain_error = str(e)
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _name(self, name: str) -> str:
+        stem = re.sub(r"[^\w.-]+", "-", Path(name).stem if not name.startswith("<") else name.strip("<>")).strip("-.")
+        stem = stem or "image"
+        candidate, n = stem, 1
+        while candidate in self.used:
+            n += 1
+            candidate = f"{stem}-{n}"
+        self.used.add(candidate)
+        return candidate + ".png"
+
+    def write(self, images: list, probs: np.ndarray, names: list[str]) -> list[str | None]:
+        if self.cam is None:
+            return [None] * len(images)
+        from .. import io
+        from ..explain import overlay, png_bytes
+
+        heat, _ = self.cam(np.stack(images), np.asarray(probs).argmax(1))
+        out = []
+        for img, h, name in zip(images, heat, names):
+            path = self.folder / self._name(name)
+            io.write_bytes(path, png_bytes(overlay(img, h)))
+            out.append(str(path))
+        return out
 
 
 __all__ = [

@@ -114,6 +114,10 @@ class Batcher:
                 await self._task
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def call(self, fn, *args):
+        """Run ``fn(*args)`` on the model's thread (Grad-CAM uses the same model as the batches)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     @property
     def pending(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
@@ -302,8 +306,20 @@ def create_app(run, **options):
     async def classes():
         return {"class_names": class_names}
 
+    explainer = {}
+
+    def heatmap_png(pixels: np.ndarray, class_index: int) -> str:
+        import base64
+
+        from ..explain import GradCAM, overlay, png_bytes
+
+        if "cam" not in explainer:
+            explainer["cam"] = GradCAM(model)
+        heat, _ = explainer["cam"](pixels[None], [class_index])
+        return base64.b64encode(png_bytes(overlay(pixels, heat[0]))).decode("ascii")
+
     @app.post("/predict")
-    async def predict_endpoint(request: Request, top_k: int | None = None):
+    async def predict_endpoint(request: Request, top_k: int | None = None, explain: bool = False):
         t0 = time.perf_counter()
         k = opts.top_k if top_k is None else top_k
         if k < 1:
@@ -349,14 +365,26 @@ def create_app(run, **options):
             return JSONResponse({"detail": "server busy: too many images waiting; retry shortly"},
                                 status_code=503, headers={"retry-after": "1"})
         tk = top_k_of(probs, class_names, k)
-        return JSONResponse({  # plain JSON types already: no FastAPI encoder pass
+        answer = {  # plain JSON types already: no FastAPI encoder pass
             "label": tk[0][0],
             "probability": tk[0][1],
             "top_k": [{"class": c, "probability": p} for c, p in tk],
             "filename": filename,
             "model": info["model"],
-            "seconds": round(time.perf_counter() - t0, 4),
-        })
+        }
+        if explain:
+            from ..explain import ExplainError
+
+            try:
+                png = await batcher.call(heatmap_png, pixels, class_names.index(tk[0][0]))
+            except ExplainError as e:  # the prediction stands; the heatmap cannot be made
+                answer["seconds"] = round(time.perf_counter() - t0, 4)
+                return JSONResponse({"detail": str(e), **answer}, status_code=422)
+            s = run.image_size
+            answer["explanation"] = {"class": tk[0][0], "method": "grad-cam", "format": "png", "width": s,
+                                     "height": s, "png_base64": png}
+        answer["seconds"] = round(time.perf_counter() - t0, 4)
+        return JSONResponse(answer)
 
     return app
 

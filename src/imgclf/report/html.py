@@ -243,10 +243,14 @@ def _model(i: int, name: str, m: dict, results: dict, fig: _Figures) -> str:
     eval_block = f'<div class="grid">{cm}<div>{per_table}</div></div>' if (cm or per_table) else ""
     n_wrong = len(ev.get("top_losses") or [])
     tl = fig(figs.get("top_losses"), f"{name}: the most confidently wrong test images",
-             f"The {n_wrong} test image{'s' if n_wrong != 1 else ''} the model got wrong with the most confidence.",
+             f"The {n_wrong} test image{'s' if n_wrong != 1 else ''} the model got wrong with the most confidence, "
+             "each under its Grad-CAM heatmap for the predicted class (red: what pushed the model to its answer).",
              cls="narrow")
     if not tl and ev.get("per_class"):
         tl = "<p>No test image was misclassified.</p>"
+    from .trust import html_section
+
+    trust = html_section(m, fig, _e, _md_inline, _table)
     layers = m.get("layers") or []
     layer_html = ""
     if layers:
@@ -267,7 +271,7 @@ def _model(i: int, name: str, m: dict, results: dict, fig: _Figures) -> str:
     extra_html = f'<p class="sub">{" &middot; ".join(extra)}</p>' if extra else ""
     return (f'<section class="card model" id="{_slug(name)}">{head}'
             f'<p class="sub">{_e(m.get("description"))}</p>{extra_html}<div class="kpis">{kpis}</div>'
-            f"{diag}{history}{story}{eval_block}{tl}{layer_html}</section>")
+            f"{diag}{history}{story}{eval_block}{tl}{trust}{layer_html}</section>")
 
 
 def _comparison(results: dict, fig: _Figures) -> str:

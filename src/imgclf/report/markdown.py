@@ -160,7 +160,10 @@ def render_markdown(results: dict) -> str:
                         [[c, pct(v["precision"]), pct(v["recall"]), pct(v["f1"]), v["support"]] for c, v in per.items()],
                         "lrrrr") + [""]
         L += _img(figs.get("confusion_matrix"), f"{name}: confusion matrix")
-        L += _img(figs.get("top_losses"), f"{name}: most confidently wrong test images")
+        L += _img(figs.get("top_losses"), f"{name}: most confidently wrong test images, with Grad-CAM heatmaps")
+        from .trust import markdown_lines
+
+        L += markdown_lines(m, _img, _table)
         layers = m.get("layers") or []
         if layers:
             L += ["<details><summary>Layers</summary>", ""]

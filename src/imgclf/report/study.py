@@ -445,6 +445,11 @@ def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dic
     figs = {"history": _rel(run.figures_dir / "history.png", out)}
     for k, p in (evaluation.get("figures") or {}).items():
         figs[k] = _rel(p, out)
+    from .trust import section as trust_section
+
+    trust = trust_section(run, ds, out, _rel)
+    if trust.pop("reliability_figure"):
+        figs["reliability"] = _rel(run.figures_dir / "reliability.png", out)
     params = metrics.get("parameters") or {}
     layers = model_layers(run.model)
     test = metrics.get("test") or {}
@@ -483,6 +488,7 @@ def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dic
                                                       "leak_free")
                        if evaluation.get(k) is not None},
         "figures": figs,
+        **trust,  # calibration and test-time augmentation (report/trust.py)
     }
 
 

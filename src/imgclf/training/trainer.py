@@ -538,6 +538,7 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     if features is not None:
         parity = _feature_parity(model, built, ds, features, cfg.image_size)
         metrics["feature_parity_max_abs_diff"] = parity
+    outputs = {}
     for split in ("validation", "test"):
         if features is not None:
             idx = ds.indices(split)
@@ -545,9 +546,14 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
                      if len(idx) else np.zeros((0, ds.num_classes), np.float32))
         else:
             probs = predict_split(model, ds, split, cfg.image_size, cfg.batch_size)
+        outputs[split] = (probs, ds.labels(split))
         metrics[split] = scores(probs, ds.labels(split))
-        if split == "test":  # accuracy on the test images with no duplicate in another split
-            metrics[split]["leak_free"] = leak_free(ds, split, probs, ds.labels(split))
+    if cfg.calibrate:
+        metrics["calibration"] = _calibrate(run, final, ds, outputs, cfg.image_size)
+        for split, (probs, labels) in outputs.items():
+            metrics[split] = scores(probs, labels)
+    # accuracy on the test images with no duplicate in another split
+    metrics["test"]["leak_free"] = leak_free(ds, "test", *outputs["test"])
     if fine_tune is not None:
         metrics["fine_tune"] = fine_tune
     majority, base = ds.baseline("test")
@@ -569,6 +575,32 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     meta["complete"] = True
     io.write_json(run.config_file, meta)
     run._config = None
+
+
+def _calibrate(run: Run, final, ds: ImageDataset, outputs: dict, image_size: int) -> dict:
+    """Fit a temperature on validation and build it into the saved model (see imgclf.calibration);
+    ``outputs`` (split -> (probabilities, labels)) then holds the calibrated probabilities."""
+    from ..calibration import calibrate_model, scale
+
+    result = calibrate_model(final, outputs, figure=run.figures_dir / "reliability.png")
+    if not result.get("applied"):
+        return result
+    t = result["temperature"]
+    for split, (probs, labels) in outputs.items():
+        outputs[split] = (scale(probs, t), labels)
+    with io.atomic_path(run.model_file, suffix=".keras") as tmp:
+        final.save(tmp)
+    run._model = None
+    # the saved model itself must give the calibrated probabilities
+    probs, _ = outputs["validation"]
+    idx = np.arange(min(16, len(probs)))
+    images = np.asarray(ds.decoded(image_size)[ds.indices("validation")[idx]], dtype=np.float32)
+    diff = float(np.abs(np.asarray(run.model.predict(images, verbose=0)) - probs[idx]).max())
+    if diff > 1e-3:
+        raise RunError(f"the calibrated model disagrees with its temperature by {diff:.2g}; "
+                       "train with --no-calibrate and report this")
+    result["parity_max_abs_diff"] = diff
+    return result
 
 
 def _feature_parity(model, built, ds: ImageDataset, features: np.ndarray, image_size: int, n: int = 16) -> float:

@@ -1,0 +1,266 @@
+"""Grad-CAM heatmaps: which part of the image made the model say what it said.
+
+    import imgclf
+    e = imgclf.load("runs/x").explain("cat.jpg")     # an Explanation
+    e.heatmap            # (S, S) float32 in [0, 1], the model's input size
+    e.figure             # a matplotlib Figure: the image and the overlay
+    e.save("cat-gradcam.png")                         # the overlay as a PNG
+    heatmap, figure = e                               # or unpacked
+
+Keras' own recipe (keras.io/examples/vision/grad_cam): the gradient of the class's logit with
+respect to the last convolutional feature map, averaged over the map's positions, weights the
+map's channels; their sum, with negative values cut to 0 and scaled to a maximum of 1, is the
+heatmap, then resized to the input. The last convolutional feature map is found on its own:
+for a transfer model it is the output of the nested backbone model (its last convolutional
+block), for the scratch CNNs the last ``Conv2D``.
+
+The heatmap comes from the very model that predicts: the run's model, its layers called one
+after another with ``training=False`` (so augmentation is off and the preprocessing inside the
+model is the same), and the probabilities returned with the heatmap are that pass's; the pass
+is checked against ``model(x, training=False)`` once per model. The logit is taken before the
+final softmax (a calibrated model's logits are divided by its temperature, which scales every
+gradient alike and leaves the normalised heatmap unchanged).
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImgclfError
+
+OVERLAY_ALPHA = 0.55
+COLORMAP = "jet"  # as the keras.io recipe
+
+
+class ExplainError(ImgclfError):
+    """A heatmap cannot be made for this model (no convolutional layer, a graph that is not a chain)."""
+
+
+def _is_conv(layer) -> bool:
+    return "Conv" in type(layer).__name__ and hasattr(layer, "kernel_size")
+
+
+def _contains_conv(layer) -> bool:
+    if _is_conv(layer):
+        return True
+    return any(_contains_conv(sub) for sub in getattr(layer, "layers", ()))
+
+
+def _rank(layer) -> int:
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError):
+        return 0
+
+
+def target_layer(model):
+    """The layer whose output is the last convolutional feature map (a top-level layer of
+    ``model``: a ``Conv2D``, or a nested backbone model that holds convolutions)."""
+    for layer in reversed(model.layers):
+        if _rank(layer) == 4 and _contains_conv(layer):
+            return layer
+    raise ExplainError(
+        f"model {model.name!r} has no convolutional layer, so it has no feature map to explain with "
+        "Grad-CAM; predict without --explain")
+
+
+class GradCAM:
+    """Grad-CAM for a Keras model built as a chain of layers (every registry model is one)."""
+
+    def __init__(self, model, *, check: bool = True):
+        import keras
+
+        self.model = model
+        self.layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        self.target = target_layer(model)
+        self.target_index = self.layers.index(self.target)
+        last = self.layers[-1]
+        self._dense_softmax = (isinstance(last, keras.layers.Dense)
+                               and getattr(last.activation, "__name__", "") == "softmax")
+        shape = model.input_shape
+        self.image_size = (int(shape[1]), int(shape[2]))
+        if check:
+            self._check_chain()
+
+    def _check_chain(self) -> None:
+        x = np.random.default_rng(0).uniform(0, 255, (1, *self.image_size, 3)).astype(np.float32)
+        _, probs, _ = self._forward(x, None)
+        ref = np.asarray(self.model(x, training=False))
+        diff = float(np.abs(ref - probs).max())
+        if diff > 1e-4:
+            raise ExplainError(
+                f"model {self.model.name!r} is not a chain of layers that Grad-CAM can follow "
+                f"(its layer-by-layer output differs by {diff:.2g})")
+
+    def _forward(self, x, class_index):
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x, tf.float32)
+        with tf.GradientTape() as tape:
+            fmap = None
+            for i, layer in enumerate(self.layers):
+                if i == len(self.layers) - 1 and self._dense_softmax:
+                    logits = tf.matmul(x, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+                    probs = tf.nn.softmax(logits)
+                    break
+                x = layer(x, training=False)
+                if i == self.target_index:
+                    fmap = x
+                    tape.watch(fmap)
+            else:
+                logits = probs = x
+            if class_index is None:
+                return fmap, probs.numpy(), None
+            chosen = tf.gather(logits, class_index, axis=1, batch_dims=1)
+            score = tf.reduce_sum(chosen)
+        grads = tape.gradient(score, fmap)
+        return fmap, probs.numpy(), grads
+
+    def __call__(self, images, class_index=None) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmaps ``(N, S, S)`` in [0, 1] and probabilities ``(N, classes)`` of ``images``
+        (``(N, S, S, 3)``, 0..255); ``class_index``: one class per image (default: the top one)."""
+        import cv2
+
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.shape[1:3] != self.image_size:
+            raise ExplainError(f"images are {x.shape[1]}x{x.shape[2]}, the model takes "
+                               f"{self.image_size[0]}x{self.image_size[1]}")
+        if class_index is None:
+            _, probs, _ = self._forward(x, None)
+            class_index = probs.argmax(1)
+        class_index = np.broadcast_to(np.asarray(class_index, dtype=np.int32), (len(x),))
+        fmap, probs, grads = self._forward(x, class_index)
+        weights = np.asarray(grads).mean(axis=(1, 2))  # (N, C)
+        cam = np.maximum(np.einsum("nhwc,nc->nhw", np.asarray(fmap), weights), 0.0)
+        top = cam.reshape(len(cam), -1).max(1)
+        cam = np.where(top[:, None, None] > 0, cam / np.maximum(top, 1e-12)[:, None, None], 0.0)
+        h, w = self.image_size
+        maps = np.stack([cv2.resize(c.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) for c in cam])
+        return np.clip(maps, 0.0, 1.0).astype(np.float32), probs.astype(np.float32)
+
+
+def overlay(image, heatmap, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """``image`` (uint8 HxWx3) with ``heatmap`` (HxW in [0, 1]) painted over it in the jet colours;
+    the hotter a place, the more of the colour covers it."""
+    from matplotlib import colormaps
+
+    img = np.asarray(image, dtype=np.float32)
+    h = np.asarray(heatmap, dtype=np.float32)
+    colour = colormaps[COLORMAP](h)[..., :3] * 255.0
+    weight = (alpha * (0.3 + 0.7 * h))[..., None]
+    return np.clip(img * (1 - weight) + colour * weight, 0, 255).astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Explanation:
+    """A Grad-CAM heatmap of one image for one class (see the module docstring)."""
+
+    name: str
+    image: np.ndarray  # uint8 (S, S, 3): what the model saw
+    heatmap: np.ndarray  # float32 (S, S) in [0, 1]
+    class_name: str  # the class explained
+    probability: float  # its probability
+    label: str  # the top class
+    probabilities: dict = field(default_factory=dict)
+
+    @property
+    def overlay(self) -> np.ndarray:
+        return overlay(self.image, self.heatmap)
+
+    @property
+    def figure(self):
+        """The image and its heatmap overlay, side by side, with the colour scale."""
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        from . import figures
+
+        fig = figures._figure((7.4, 3.9))
+        a, b = fig.subplots(1, 2)
+        figures._show(a, self.image)
+        a.set_title(Path(self.name).name[:40], fontsize=figures.STYLE["tick"])
+        figures._show(b, self.overlay)
+        b.set_title(f"Grad-CAM: {self.class_name} ({self.probability:.0%})", fontsize=figures.STYLE["tick"])
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), COLORMAP), ax=b, fraction=0.046, pad=0.03)
+        bar.ax.tick_params(labelsize=figures.STYLE["small"])
+        bar.set_label("importance", fontsize=figures.STYLE["small"])
+        return fig
+
+    def png(self) -> bytes:
+        """The overlay as PNG bytes (the model's input size)."""
+        return png_bytes(self.overlay)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the overlay PNG atomically."""
+        from . import io
+
+        return io.write_bytes(path, self.png())
+
+    def __iter__(self):
+        return iter((self.heatmap, self.figure))
+
+
+def explainer_for(run) -> GradCAM:
+    """The :class:`GradCAM` of a run's model, made once per loaded model."""
+    model = run.model
+    cached = getattr(run, "_gradcam", None)
+    if cached is None or cached.model is not model:
+        cached = GradCAM(model)
+        run._gradcam = cached
+    return cached
+
+
+def explain(run, image, class_name: str | None = None):
+    """The :class:`Explanation` of ``image`` (a path, bytes, PIL image or array; a list gives a
+    list) for ``class_name`` (default: the predicted class), with the run's own decoding."""
+    from .inference.predict import _resolve_run, decode, describe_error, expand_inputs
+    from .errors import ConfigError, DataError
+
+    run = _resolve_run(run)
+    names = run.class_names
+    if class_name is not None and class_name not in names:
+        raise ConfigError(f"unknown class {class_name!r}; the run's classes are: {', '.join(names)}")
+    single = not isinstance(image, (list, tuple))
+    items = expand_inputs(image)
+    cam = explainer_for(run)
+    out = []
+    for item in items:
+        if item.error is not None:
+            raise DataError(f"{item.name}: {item.error}")
+        try:
+            pixels = decode(item.source, run.preprocessing)
+        except Exception as e:
+            raise DataError(f"{item.name}: {describe_error(e)}") from None
+        out.append(explanation(cam, pixels, names, item.name,
+                               None if class_name is None else names.index(class_name)))
+    if single and len(out) == 1:
+        return out[0]
+    return out
+
+
+def explanation(cam: GradCAM, pixels: np.ndarray, class_names, name: str, class_index=None) -> Explanation:
+    heat, probs = cam(pixels[None], None if class_index is None else [class_index])
+    p = probs[0]
+    c = int(p.argmax()) if class_index is None else int(class_index)
+    return Explanation(name=name, image=np.asarray(pixels, np.uint8), heatmap=heat[0], class_name=class_names[c],
+                       probability=float(p[c]), label=class_names[int(p.argmax())],
+                       probabilities={n: float(v) for n, v in zip(class_names, p)})
+
+
+__all__ = ["ExplainError", "Explanation", "GradCAM", "explain", "explainer_for", "overlay", "png_bytes",
+           "target_layer"]
