@@ -265,11 +265,13 @@ def test_natural_class_order_through_train_predict_and_every_export(tmp_path_fac
 
 @pytest.mark.integration
 def test_int8_exports_agree_on_real_photographs(tmp_path_factory):
-    """int8 TFLite and ONNX against the float model on a few dozen real photographs from
-    ../shared (not flat colours, whose activations quantize easily)."""
+    """int8 TFLite and ONNX against the float model on 40 real photographs from ../shared (not
+    flat colours, whose activations quantize easily): nearly every answer is the same, and an
+    answer the float model is sure of (probability >= 0.9) never changes."""
     import os
 
     import imgclf
+    from imgclf.inference.export import load_exported
     from tests.conftest import CATS_AND_DOGS, MOBILENET_WEIGHTS
 
     if not (CATS_AND_DOGS.is_dir() and MOBILENET_WEIGHTS.is_file()):
@@ -277,15 +279,20 @@ def test_int8_exports_agree_on_real_photographs(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
     for cls in ("cats", "dogs"):
         (root / "data" / cls).mkdir(parents=True)
-        for i in range(40):  # links: the photographs stay where they are
-            name = f"{cls[:-1]}.{i}.jpg"
-            os.symlink(CATS_AND_DOGS / "validation" / cls / f"{cls[:-1]}.{2000 + i}.jpg", root / "data" / cls / name)
-    ds = imgclf.load_dataset(root / "data", image_size=96, validation=0.2, test=0.5, seed=0, progress=False)
+        for i in range(120):  # links: the photographs stay where they are
+            os.symlink(CATS_AND_DOGS / "validation" / cls / f"{cls[:-1]}.{2000 + i}.jpg", root / "data" / cls / f"{i}.jpg")
+    ds = imgclf.load_dataset(root / "data", image_size=96, validation=0.2, test=40 / 240, seed=0, progress=False)
     assert len(ds.splits["test"]) == 40
-    run = imgclf.train(ds, "mobilenet_v2", output=root / "run", epochs=3, image_size=96,
+    run = imgclf.train(ds, "mobilenet_v2", output=root / "run", epochs=10, image_size=96,
                        weights=str(MOBILENET_WEIGHTS), progress=False)
+    x = np.asarray(ds.images("test"), np.float32)
+    ref = np.asarray(run.model(x, training=False))
     for fmt in ("tflite", "onnx"):
-        result = export(run, fmt, quantize="int8")
+        result = export(run, fmt, quantize="int8", strict=False)
         p = result.parity
-        assert p["passed"] and p["split"] == "test" and p["count"] == 40, p
+        assert p["split"] == "test" and p["count"] == 40, p
         assert p["top1_agreement"] >= 0.95 and p["mean_abs_diff"] < 0.05, p
+        got = load_exported(fmt, result.path)(x)
+        flipped = ref.argmax(1) != got.argmax(1)
+        assert p["top1_disagreements"] == int(flipped.sum())
+        assert (ref[flipped].max(1) < 0.9).all(), (fmt, ref[flipped])

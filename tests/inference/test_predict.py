@@ -222,3 +222,14 @@ def test_training_predict_and_serve_accept_exactly_the_same_files(trained_run, t
     assert training == expected
     assert predicted == expected
     assert served == expected
+
+
+def test_folders_expand_as_training_finds_files(tmp_path):
+    write_image(tmp_path / "photos" / "b" / "scan.tif", "tiff")
+    write_image(tmp_path / "photos" / "a.jpg", "jpeg")
+    write_image(tmp_path / "photos" / "__MACOSX" / "._a.jpg", "jpeg")
+    write_image(tmp_path / "photos" / ".ipynb_checkpoints" / "a-checkpoint.jpg", "jpeg")
+    write_image(tmp_path / "photos" / "._a.jpg", "jpeg")
+    (tmp_path / "photos" / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    items = expand_inputs(tmp_path / "photos")
+    assert [it.name for it in items] == [str(tmp_path / "photos" / "a.jpg"), str(tmp_path / "photos" / "b" / "scan.tif")]
