@@ -372,3 +372,4 @@ def test_training_on_a_folder_with_bad_files(class_tree, tmp_path, cli):
     assert not any(name in listed for name in ("cut.jpg", "notes.jpg", "empty.png", "Thumbs.db"))  # left out
     assert sum(run.metrics()[s]["count"] for s in ("validation", "test")) + len(
         (run.splits_dir / "train.txt").read_text().splitlines()) == 33
+

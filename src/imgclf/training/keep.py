@@ -36,6 +36,15 @@ def better(row: dict, best: dict | None) -> bool:
     return loss is not None and best_loss is not None and loss < best_loss
 
 
+def best_of(rows: list[dict]) -> dict | None:
+    """The history row of the best validation epoch among ``rows`` (by :func:`better`), or ``None``."""
+    best = None
+    for r in rows:
+        if better(r, best):
+            best = r
+    return best
+
+
 def remember(folder: Path, checkpoint: str, row: dict, stage: str, bests: dict) -> bool:
     """Record the epoch of ``row`` (whose checkpoint is ``folder / checkpoint``) as the best of
     ``stage`` in ``bests`` when it is; ``True`` if it was."""

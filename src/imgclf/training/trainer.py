@@ -547,11 +547,10 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     majority, base = ds.baseline("test")
     metrics["baseline"] = {"majority_class": majority, "test_accuracy": base,
                            "validation_accuracy": ds.baseline("validation")[1]}
-    val_acc = [r.get("val_accuracy") for r in rows if r.get("val_accuracy") is not None]
-    if val_acc:
-        best = int(np.argmax(val_acc))
-        metrics["best_epoch"] = rows[best]["epoch"]
-        metrics["best_val_accuracy"] = val_acc[best]
+    best = keeping.best_of(rows)  # the rule each stage keeps its best epoch by
+    if best is not None:
+        metrics["best_epoch"] = best["epoch"]
+        metrics["best_val_accuracy"] = best["val_accuracy"]
     metrics["keep"] = cfg.keep
     metrics["kept_epoch"] = kept or {}  # per stage: the epoch whose weights it ended with
     metrics["epochs"] = len(rows)
