@@ -1,8 +1,9 @@
 """A quick end-to-end check of an installed imgclf: the one CI runs on every other Python.
 
-Generates a tiny two-class folder, trains a small CNN for one epoch through the command line,
-predicts on a file, and exports the run to every format with the parity check against the
-Keras model (ONNX and TFLite loaded in their own runtimes). Exits non-zero on any failure.
+Generates a tiny two-class folder (``class_2``, ``class_10``: natural order), trains a small
+CNN for one epoch through the command line, predicts on a file, exports the run to every
+format with the parity check against the Keras model (ONNX and TFLite loaded in their own
+runtimes) and answers one request over HTTP. Exits non-zero on any failure.
 
     python .ci/smoke.py WORKDIR
 """
@@ -49,6 +50,16 @@ def main(work: Path) -> None:
         if not check["passed"]:
             sys.exit(f"smoke: the {fmt} export disagrees with the Keras model: {check}")
         print(f"export {fmt}: parity passed on {check['count']} images (max abs diff {check['max_abs_diff']:.2g})")
+    # the HTTP service, on a real port
+    import urllib.request
+
+    from imgclf.inference.serve import background_server
+
+    with background_server(str(work / "run")) as url:
+        image = (work / "data" / "class_2" / "0.png").read_bytes()
+        answer = json.loads(urllib.request.urlopen(urllib.request.Request(url + "/predict", data=image)).read())
+        assert answer["label"] in names, answer
+    print(f"serve: {answer['label']} {answer['probability']:.1%}")
     print("smoke: ok")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from imgclf.data.scan import scan
 from imgclf.data.sources import resolve_source
 from imgclf.data.split import SPLITS, make_splits
@@ -18,6 +20,7 @@ def _per_class(records):
 
 
 @requires_shared
+@pytest.mark.integration
 def test_cats_and_dogs_scan_split_and_cache(tmp_path):
     source = resolve_source(CATS_AND_DOGS)
     assert source.layout == "presplit" and sorted(source.split_dirs) == ["train", "validation"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data.scan import REASONS, ScanReport, check_file, natural_key, scan
+from imgclf.data.scan import REASONS, ImageRecord, ScanReport, check_file, natural_key, scan
 from imgclf.data.sources import resolve_source
 from imgclf.errors import DataError
 from tests.imagefactory import (
@@ -352,3 +352,16 @@ def test_scan_keeps_decoded_pixels_off_memory(every_format, tmp_path):
     # answered from the scan cache: nothing decoded, no pixels
     again = _scan(every_format, tmp_path, decode=(16, "bilinear", "crop"))
     assert again.pixels is None and again.cached == len(again.records)
+
+
+def test_a_decompression_bomb_is_one_clean_sentence(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "bomb.png"
+    Image.new("1", (12000, 16000)).save(path, optimize=True)  # 192 M pixels in a small file
+    res = check_file(path)
+    assert res["reason"] == "too_large"
+    assert res["detail"] == "192,000,000 pixels, over the limit of 178,956,970"
+    message = ImageRecord(path="cats/bomb.png", label="cats", **res).message()
+    assert message == ("cats/bomb.png: too many pixels (possible decompression bomb): 192,000,000 pixels, "
+                       "over the limit of 178,956,970; resize it")

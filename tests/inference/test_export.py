@@ -214,6 +214,7 @@ def test_cli_export(cli, trained_run, tmp_path):
     assert code == 2 and "no run folder" in err
 
 
+@pytest.mark.integration
 def test_mobilenet_v2_exports(tmp_path_factory):
     """A real backbone (BatchNorm, depthwise convolutions, ReLU6, a nested Functional) through
     tf2onnx. With ../shared's ImageNet weights
@@ -269,3 +270,63 @@ def test_calibrated_exports_agree_with_the_calibrated_keras_model(calibrated_run
     uncalibrated = np.asarray(trained_run.model(images, training=False))
     np.testing.assert_allclose(got, calibration.scale(uncalibrated, 2.5), atol=1e-4)
     assert got.max(1).mean() < uncalibrated.max(1).mean()  # softer: the temperature is in there
+@pytest.mark.integration
+def test_natural_class_order_through_train_predict_and_every_export(tmp_path_factory):
+    """Classes ``class_2`` and ``class_10`` (string order would put ``class_10`` first): the
+    order is the natural one in the run, in predict's labels and inside every export."""
+    import imgclf
+    from imgclf.inference.export import load_exported
+    from tests.imagefactory import make_class_tree
+
+    root = tmp_path_factory.mktemp("order")
+    data = make_class_tree(root / "data", {"class_10": 12, "class_2": 12}, size=(32, 32))
+    ds = imgclf.load_dataset(data, image_size=32, validation=0.25, test=0.25, progress=False)
+    assert ds.class_names == ["class_2", "class_10"]
+    run = imgclf.train(ds, "cnn_aug_pre", output=root / "run", epochs=4, image_size=32, progress=False)
+    names = ["class_2", "class_10"]
+    assert run.class_names == names and json.loads((run.path / "class_names.json").read_text()) == names
+    paths = ds.paths("test")
+    labels = [r.label for r in imgclf.load(run.path).predict(paths)]
+    truth = [p.parent.name for p in paths]
+    assert labels == truth  # the colours are learnt: each label is its folder's
+    x = np.asarray(ds.images("test"), np.float32)
+    for fmt in ("keras", "savedmodel", "tflite", "onnx"):
+        result = export(run, fmt)
+        assert _embedded(fmt, result.path)["class_names"] == names, fmt
+        probs = load_exported(fmt, result.path)(x)
+        assert [names[i] for i in probs.argmax(1)] == labels, fmt
+
+
+@pytest.mark.integration
+def test_int8_exports_agree_on_real_photographs(tmp_path_factory):
+    """int8 TFLite and ONNX against the float model on 40 real photographs from ../shared (not
+    flat colours, whose activations quantize easily): nearly every answer is the same, and an
+    answer the float model is sure of (probability >= 0.9) never changes."""
+    import os
+
+    import imgclf
+    from imgclf.inference.export import load_exported
+    from tests.conftest import CATS_AND_DOGS, MOBILENET_WEIGHTS
+
+    if not (CATS_AND_DOGS.is_dir() and MOBILENET_WEIGHTS.is_file()):
+        pytest.skip("../shared data and weights are not beside the repo")
+    root = tmp_path_factory.mktemp("photos")
+    for cls in ("cats", "dogs"):
+        (root / "data" / cls).mkdir(parents=True)
+        for i in range(120):  # links: the photographs stay where they are
+            os.symlink(CATS_AND_DOGS / "validation" / cls / f"{cls[:-1]}.{2000 + i}.jpg", root / "data" / cls / f"{i}.jpg")
+    ds = imgclf.load_dataset(root / "data", image_size=96, validation=0.2, test=40 / 240, seed=0, progress=False)
+    assert len(ds.splits["test"]) == 40
+    run = imgclf.train(ds, "mobilenet_v2", output=root / "run", epochs=10, image_size=96,
+                       weights=str(MOBILENET_WEIGHTS), progress=False)
+    x = np.asarray(ds.images("test"), np.float32)
+    ref = np.asarray(run.model(x, training=False))
+    for fmt in ("tflite", "onnx"):
+        result = export(run, fmt, quantize="int8", strict=False)
+        p = result.parity
+        assert p["split"] == "test" and p["count"] == 40, p
+        assert p["top1_agreement"] >= 0.95 and p["mean_abs_diff"] < 0.05, p
+        got = load_exported(fmt, result.path)(x)
+        flipped = ref.argmax(1) != got.argmax(1)
+        assert p["top1_disagreements"] == int(flipped.sum())
+        assert (ref[flipped].max(1) < 0.9).all(), (fmt, ref[flipped])

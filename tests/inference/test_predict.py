@@ -242,3 +242,14 @@ def test_explain_on_a_model_without_convolutions_still_predicts(cli, dense_run, 
     assert code == 2 and "no convolutional layer" in err and len(err.strip().splitlines()) == 1
     assert "1 inputs" in out  # the predictions are printed all the same
     assert not (tmp_path / "h").exists()
+
+
+def test_folders_expand_as_training_finds_files(tmp_path):
+    write_image(tmp_path / "photos" / "b" / "scan.tif", "tiff")
+    write_image(tmp_path / "photos" / "a.jpg", "jpeg")
+    write_image(tmp_path / "photos" / "__MACOSX" / "._a.jpg", "jpeg")
+    write_image(tmp_path / "photos" / ".ipynb_checkpoints" / "a-checkpoint.jpg", "jpeg")
+    write_image(tmp_path / "photos" / "._a.jpg", "jpeg")
+    (tmp_path / "photos" / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    items = expand_inputs(tmp_path / "photos")
+    assert [it.name for it in items] == [str(tmp_path / "photos" / "a.jpg"), str(tmp_path / "photos" / "b" / "scan.tif")]

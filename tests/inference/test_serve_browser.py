@@ -20,6 +20,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="headless browser test needs Debian's chromium at "
                                                       "/usr/bin/chromium (apt-get install -y chromium)"),
+    pytest.mark.integration,
 ]
 
 

@@ -17,7 +17,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
         "--disable-component-update", "--disable-sync"]
 WIDTHS = {"laptop": (1366, 900, 1, False), "phone": (390, 844, 2, True)}
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="no /usr/bin/chromium (apt-get install chromium)")
+pytestmark = [pytest.mark.skipif(not CHROMIUM.is_file(), reason="no /usr/bin/chromium (apt-get install chromium)"),
+              pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,7 @@ def _two_workers(data, run_dir):
     return [p.returncode for p in procs], errs
 
 
+@pytest.mark.integration
 def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     from tests.imagefactory import make_class_tree
 

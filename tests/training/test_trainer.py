@@ -87,6 +87,7 @@ def test_fine_tuning_is_recorded_against_the_head_stage(class_tree, tmp_path):
 
 
 @requires_weights
+@pytest.mark.integration
 def test_fine_tuning_that_lowers_validation_accuracy_is_undone(class_tree, tmp_path, capsys):
     """A fine-tune that wrecks the model (every layer at a huge learning rate) is not kept:
     the saved model is the head stage's, and the run says so."""
@@ -196,6 +197,7 @@ def _train_killed_while_saving(tmp_path, checkpoint: str, *args) -> None:
     assert Path(marker.read_text()).exists()  # the half-written checkpoint it leaves
 
 
+@pytest.mark.integration
 def test_resume_after_kill_has_no_lost_or_doubled_epochs(tmp_path):
     from tests.imagefactory import make_class_tree
 
@@ -221,6 +223,7 @@ def test_resume_after_kill_has_no_lost_or_doubled_epochs(tmp_path):
     assert not [p for p in run_dir.rglob(".*") if p.is_file()]
 
 
+@pytest.mark.integration
 def test_a_fine_tune_killed_midway_resumes_against_the_head_stage(tmp_path):
     from tests.imagefactory import make_class_tree
 

@@ -179,9 +179,14 @@ def _natural_key(p: Path):
 
 
 def _images_in(folder: Path) -> list[Path]:
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSION_FORMATS
-             and not any(is_clutter(part, i < len(p.relative_to(folder).parts) - 1)
-                         for i, part in enumerate(p.relative_to(folder).parts))]
+    """Image files under ``folder``, as training finds them: clutter (``__MACOSX/``, ``._*``,
+    ``.DS_Store``, ...) and hidden files left out."""
+    files = []
+    for p in folder.rglob("*"):
+        *dirs, name = p.relative_to(folder).parts
+        if (p.suffix.lower() in EXTENSION_FORMATS and not is_clutter(name)
+                and not any(is_clutter(d, True) for d in dirs) and p.is_file()):
+            files.append(p)
     return sorted(files, key=_natural_key)
 
 

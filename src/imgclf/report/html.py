@@ -157,6 +157,10 @@ def _data(results: dict, fig: _Figures) -> str:
         more = f"<li>... and {len(bad) - 200} more (see summary.json)</li>" if len(bad) > 200 else ""
         bad_html = (f'<details{" open" if len(bad) <= 10 else ""}><summary>{len(bad)} bad '
                     f'file{"s" if len(bad) != 1 else ""}</summary><ul class="bad">{items}{more}</ul></details>')
+    notes = data.get("warnings") or []
+    if notes:  # what was used or skipped all the same
+        bad_html += (f'<details open><summary>{len(notes)} warning{"s" if len(notes) != 1 else ""}</summary>'
+                     f'<ul class="bad">{"".join(f"<li>{_e(w)}</li>" for w in notes[:200])}</ul></details>')
     return (f'<section class="card" id="data"><h2><span class="num">1</span>The data</h2>{paras}{table}{bad_html}'
             + '<div class="grid">'
             + fig(figs.get("samples"), "sample training images, a row per class",

@@ -59,6 +59,10 @@ def data_sentences(data: dict) -> list[str]:
                    f"{'were' if len(bad) != 1 else 'was'} left out (nothing was moved or deleted).")
     else:
         out.append("Every image file decoded: no bad files were found.")
+    notes = data.get("warnings") or []
+    if notes:
+        out.append(f"{len(notes)} warning{'s' if len(notes) != 1 else ''} about files or classes used or "
+                   "skipped all the same (listed below).")
     return out
 
 
@@ -133,6 +137,9 @@ def render_markdown(results: dict) -> str:
         if len(bad) > 50:
             L.append(f"- ... and {len(bad) - 50} more (see summary.json)")
         L.append("")
+    notes = data.get("warnings") or []
+    if notes:
+        L += ["Warnings:", ""] + [f"- {w}" for w in notes[:50]] + [""]
 
     aug = results.get("augmentation") or {}
     L += ["## 2. Data augmentation", "",

@@ -273,6 +273,8 @@ def _data_section(ds: ImageDataset, out: Path, describe) -> dict:
         "formats": summary.get("formats", {}),
         "sizes": summary.get("sizes", {}),
         "bad": summary.get("bad", []),
+        # files used with a warning (an extension that lies), link loops skipped, classes left out
+        "warnings": [f"{r['path']}: {r['warning']}" for r in summary.get("renamed", [])] + summary.get("warnings", []),
         "ignored": len(summary.get("ignored", [])),
         "baseline": {"majority_class": maj_test[0], "validation_accuracy": maj_val[1], "test_accuracy": maj_test[1]},
         "figures": figs,

@@ -3,7 +3,8 @@
 ``keep="best"`` (the default, as Keras' ``restore_best_weights`` and Ultralytics' ``best.pt``)
 ends each stage with the weights of its epoch of highest validation accuracy (lower
 validation loss breaks a tie); ``keep="last"`` ends it with the last epoch's. The choice uses
-the validation split only.
+the validation split only. A multi-worker run keeps the last epochs (every worker must hold
+the same weights).
 
 The best epoch so far of each stage survives a kill: its checkpoint is a second name (a
 hard link, or a copy where links cannot be made) of that epoch's checkpoint, made before the
@@ -34,6 +35,15 @@ def better(row: dict, best: dict | None) -> bool:
         return acc > best["val_accuracy"]
     loss, best_loss = row.get("val_loss"), best.get("val_loss")
     return loss is not None and best_loss is not None and loss < best_loss
+
+
+def best_of(rows: list[dict]) -> dict | None:
+    """The history row of the best validation epoch among ``rows`` (by :func:`better`), or ``None``."""
+    best = None
+    for r in rows:
+        if better(r, best):
+            best = r
+    return best
 
 
 def remember(folder: Path, checkpoint: str, row: dict, stage: str, bests: dict) -> bool:

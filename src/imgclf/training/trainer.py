@@ -355,6 +355,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
     stages = plan(cfg, built.spec.is_transfer)
     state = run.state
     bests = dict(state.get("best") or {})  # each stage's best epoch so far (see training/keep.py)
+    # workers of one run must hold the same weights: a multi-worker run keeps its last epochs
+    keep = cfg.keep if dist.num_workers <= 1 else "last"
     done = int(state.get("epoch", 0))
     rows = [r for r in read_history(run.path / "history.csv") if r["epoch"] <= done]
     one_hot = cfg.label_smoothing > 0
@@ -385,7 +387,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             if state.get("stage") == stage:
                 _restore(train_model, ckpt)
             else:  # an earlier stage finished: carry its weights (those it keeps) into this one
-                _restore_into_model(built, _kept_checkpoint(run, cfg, bests, state.get("stage")) or ckpt,
+                _restore_into_model(built, _kept_checkpoint(run, keep, bests, state.get("stage")) or ckpt,
                                     state.get("stage"))
         if stage == "fine_tune" and state.get("stage") != stage and dist.is_chief:
             # the model as the head stage left it, to go back to if fine-tuning does not help
@@ -405,7 +407,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
                                         **common) if len(ds.indices("validation")) else None)
         else:
             train_data, val_data, fit_args = _image_data(cfg, ds, dist, one_hot)
-        callbacks = [_EpochCheckpoint(run, stage, rows, dist.is_chief, keep=cfg.keep, bests=bests)]
+        callbacks = [_EpochCheckpoint(run, stage, rows, dist.is_chief, keep=keep, bests=bests)]
         if dist.num_workers > 1:
             from . import multiworker
 
@@ -421,7 +423,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
                             **fit_args)
         trained = True
         done = rows[-1]["epoch"] if rows else done
-        best = _kept_checkpoint(run, cfg, bests, stage)
+        best = _kept_checkpoint(run, keep, bests, stage)
         if best is not None and bests[stage]["epoch"] != done:  # the stage ends on its best epoch
             train_model.set_weights(_load_checkpoint(best, compile=False).get_weights())
         state = {"epoch": done, "stage": stage}
@@ -431,7 +433,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         last = run.state
         if last.get("stage") == "fine_tune":
             built.unfreeze(cfg.fine_tune)
-        _restore_into_model(built, _kept_checkpoint(run, cfg, bests, last.get("stage"))
+        _restore_into_model(built, _kept_checkpoint(run, keep, bests, last.get("stage"))
                             or run.checkpoints_dir / last["checkpoint"], last.get("stage"))
     if dist.is_chief:
         verdict = _fine_tune_verdict(run, cfg, ds, built) if stages[-1][0] == "fine_tune" else None
@@ -440,13 +442,13 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                         folder=run.cache_dir, progress=progress)
         _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
-                fine_tune=verdict, progress=progress, kept=keeping.kept_epochs(rows, bests, cfg.keep))
+                fine_tune=verdict, progress=progress, kept=keeping.kept_epochs(rows, bests, keep), keep=keep)
     return run
 
 
-def _kept_checkpoint(run: Run, cfg: TrainConfig, bests: dict, stage: str | None) -> Path | None:
+def _kept_checkpoint(run: Run, keep: str, bests: dict, stage: str | None) -> Path | None:
     """The checkpoint of ``stage``'s best epoch when the run keeps the best (else ``None``)."""
-    return keeping.best_checkpoint(run.checkpoints_dir, bests, stage) if cfg.keep == "best" else None
+    return keeping.best_checkpoint(run.checkpoints_dir, bests, stage) if keep == "best" else None
 
 
 HEAD_CHECKPOINT = "head.keras"  # in checkpoints/: the end-to-end model when the head stage ended
@@ -519,7 +521,7 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
             features: np.ndarray | None, fine_tune: dict | None = None, progress: bool,
-            kept: dict | None = None) -> None:
+            kept: dict | None = None, keep: str | None = None) -> None:
     from ..evaluation import leak_free, predict_split, scores
 
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
@@ -559,12 +561,11 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     majority, base = ds.baseline("test")
     metrics["baseline"] = {"majority_class": majority, "test_accuracy": base,
                            "validation_accuracy": ds.baseline("validation")[1]}
-    val_acc = [r.get("val_accuracy") for r in rows if r.get("val_accuracy") is not None]
-    if val_acc:
-        best = int(np.argmax(val_acc))
-        metrics["best_epoch"] = rows[best]["epoch"]
-        metrics["best_val_accuracy"] = val_acc[best]
-    metrics["keep"] = cfg.keep
+    best = keeping.best_of(rows)  # the rule each stage keeps its best epoch by
+    if best is not None:
+        metrics["best_epoch"] = best["epoch"]
+        metrics["best_val_accuracy"] = best["val_accuracy"]
+    metrics["keep"] = keep or cfg.keep
     metrics["kept_epoch"] = kept or {}  # per stage: the epoch whose weights it ended with
     metrics["epochs"] = len(rows)
     metrics["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in rows])) if rows else None
