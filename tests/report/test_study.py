@@ -149,3 +149,15 @@ def test_unknown_model_is_refused_before_any_work(tree, tmp_path):
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
         study(tree, models="cnn,nope", output=tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_the_report_has_a_data_health_section(done):
+    result, _ = done
+    res = json.loads((result.output / "results.json").read_text())
+    health = res["data_health"]
+    assert health["features"] is False  # the study ran with weights=None
+    assert set(health["counts"]) >= {"duplicate_groups", "leak_groups", "conflicting_label_groups", "label_issues"}
+    assert (result.output / health["files"]["issues"]).is_file()
+    page = result.html.read_text()
+    assert 'id="data-health"' in page and "Data health" in page
+    assert "Not run without backbone weights: suspected mislabels, feature outliers" in page
