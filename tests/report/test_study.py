@@ -167,3 +167,13 @@ def test_each_model_says_what_calibration_and_tta_did(done):
     assert html.count("Can the probabilities be trusted?") == len(MODELS)
     assert "Test-time augmentation</strong> (the image and its mirror, averaged)" in html
     assert "too few to fit a temperature" in md and "Grad-CAM" in html
+def test_the_report_has_a_data_health_section(done):
+    result, _ = done
+    res = json.loads((result.output / "results.json").read_text())
+    health = res["data_health"]
+    assert health["features"] is False  # the study ran with weights=None
+    assert set(health["counts"]) >= {"duplicate_groups", "leak_groups", "conflicting_label_groups", "label_issues"}
+    assert (result.output / health["files"]["issues"]).is_file()
+    page = result.html.read_text()
+    assert 'id="data-health"' in page and "Data health" in page
+    assert "Not run without backbone weights: suspected mislabels, feature outliers" in page
