@@ -166,6 +166,8 @@ def describe(result: dict | None) -> str:
         kind = f"over-confident: a temperature of {t:.2f} softens its probabilities"
     else:
         kind = f"under-confident: a temperature of {t:.2f} sharpens its probabilities"
+    if min(abs(t - b) / b for b in T_BOUNDS) < 1e-3:
+        kind += " (the end of the range searched: the validation split gives it no reason to stop)"
     text = f"The model was {kind}; validation ECE {vb:.3f} → {va:.3f}"
     test = result.get("test")
     if test and test["before"]["ece"] is not None:

@@ -67,7 +67,7 @@ def _ece_row(cal: dict, split: str) -> list[str] | None:
     if not s:
         return None
     b, a = s["before"], s["after"]
-    return [split, f"{b['ece']:.3f}", f"{a['ece']:.3f}", f"{b['nll']:.3f}", f"{a['nll']:.3f}"]
+    return [split] + [f"{max(v, 0.0):.3f}" for v in (b["ece"], a["ece"], b["nll"], a["nll"])]  # no "-0.000"
 
 
 def table_rows(m: dict) -> list[list[str]]:
