@@ -12,6 +12,7 @@ CONFIG_FORMAT = 1
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+TRACKERS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -54,6 +55,8 @@ class TrainConfig:
     weights: str | None = "imagenet"
     augment: Any = "default"  # "default", None, or an AugmentConfig dict
     dropout: float | None = None
+    hidden_units: int = 0  # transfer models: a Dense(relu) layer of this width before the classifier
+    weight_decay: float | None = None  # decoupled weight decay; None: the optimizer's default
     pooling: str = "avg"
     feature_cache: bool = True  # train a frozen backbone's head on cached features
     views: int = 2  # cached views per image when augmenting: the plain image and one augmented view
@@ -63,6 +66,7 @@ class TrainConfig:
     precision: str = "auto"
     jit: bool = False
     strategy: str = "auto"
+    track: list = field(default_factory=list)  # experiment trackers: "tensorboard", "mlflow"
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> "TrainConfig":
@@ -94,6 +98,15 @@ class TrainConfig:
             raise ConfigError(f"pooling must be 'avg' or 'max', got {self.pooling!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        positive("hidden units", self.hidden_units, 0)
+        if self.weight_decay is not None and not (isinstance(self.weight_decay, (int, float))
+                                                  and 0 <= self.weight_decay < 1):
+            raise ConfigError(f"weight decay must be a number in [0, 1), got {self.weight_decay!r}")
+        if isinstance(self.track, str):
+            self.track = [t.strip() for t in self.track.split(",") if t.strip()]
+        for t in self.track:
+            if t not in TRACKERS:
+                raise ConfigError(f"unknown tracker {t!r}; choose from: {', '.join(TRACKERS)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         return self

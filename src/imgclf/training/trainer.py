@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, figures, io
+from .. import __version__, figures, io, tracking
 from ..config import CONFIG_FORMAT, DataConfig, TrainConfig
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import ConfigError, RunError, first_line
@@ -116,10 +116,12 @@ def train(
     overwrite: bool = False,
     workers: str | list[str] | None = None,
     worker_index: int | None = None,
+    record: dict | None = None,
     **options,
 ) -> Run:
     """Train ``model`` on ``data`` and return the :class:`Run`; every option of
-    :class:`~imgclf.config.TrainConfig` can be passed by name (``epochs=20``, ``fine_tune=30``)."""
+    :class:`~imgclf.config.TrainConfig` can be passed by name (``epochs=20``, ``fine_tune=30``).
+    ``record`` adds entries to config.json (``{"tune": ...}``: the search that chose the options)."""
     from ..models import get_spec
     from ..models.registry import check_image_size
 
@@ -132,6 +134,7 @@ def train(
     except TypeError as e:
         raise ConfigError(str(e).replace("__init__()", "train()")) from None
     cfg.validate()
+    cfg.track = tracking.check(cfg.track)  # a missing package is said before any work
     dist = _distribution(cfg, workers, worker_index)
     spec = get_spec(cfg.model)
     image_size = check_image_size(spec, cfg.image_size)
@@ -172,6 +175,7 @@ def train(
         "weights_file": built.weights_path,
         "complete": False,
         "train": cfg.to_dict(),
+        **(record or {}),
     })
     return _fit(run, cfg, ds, built, dist, progress=progress)
 
@@ -248,7 +252,7 @@ def _build_in(precision: str, cfg: TrainConfig, num_classes: int, *, weights):
     try:
         return build_model(cfg.model, num_classes, cfg.image_size, weights=weights, alpha=cfg.alpha,
                            augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
-                           seed=cfg.seed)
+                           seed=cfg.seed, hidden_units=cfg.hidden_units)
     finally:
         keras.mixed_precision.set_global_policy(before)
 
@@ -257,7 +261,8 @@ def _optimizer(cfg: TrainConfig, learning_rate: float):
     keras = _keras()
     cls = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
            "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[cfg.optimizer]
-    return cls(learning_rate=learning_rate)
+    extra = {} if cfg.weight_decay is None else {"weight_decay": cfg.weight_decay}
+    return cls(learning_rate=learning_rate, **extra)
 
 
 def _loss(cfg: TrainConfig):
@@ -354,6 +359,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
     features = None
     start = 0
     trained = False
+    trackers = tracking.start(cfg.track, run, cfg, ds.class_names) if cfg.track and dist.is_chief else None
     for stage, end in stages:
         if done >= end:
             start = end
@@ -393,6 +399,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         else:
             train_data, val_data, fit_args = _image_data(cfg, ds, dist, one_hot)
         callbacks = [_EpochCheckpoint(run, stage, rows, dist.is_chief)]
+        if trackers:
+            callbacks += trackers.callbacks(stage, rows)
         if dist.num_workers > 1:
             from . import multiworker
 
@@ -422,8 +430,11 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         if last_on_features and features is None:
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                         folder=run.cache_dir, progress=progress)
-        _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
-                fine_tune=verdict, progress=progress)
+        val_probs = _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
+                            fine_tune=verdict, progress=progress)
+        if trackers:
+            trackers.finish(run.metrics(), tracking.run_figures(run, ds.class_names, ds.labels("validation"),
+                                                                val_probs))
     return run
 
 
@@ -496,7 +507,8 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 
 
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
-            features: np.ndarray | None, fine_tune: dict | None = None, progress: bool) -> None:
+            features: np.ndarray | None, fine_tune: dict | None = None, progress: bool) -> np.ndarray:
+    """Save and score the final model; returns its validation probabilities."""
     from ..evaluation import predict_split, scores
 
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
@@ -523,6 +535,8 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
         else:
             probs = predict_split(model, ds, split, cfg.image_size, cfg.batch_size)
         metrics[split] = scores(probs, ds.labels(split))
+        if split == "validation":
+            val_probs = probs
     if fine_tune is not None:
         metrics["fine_tune"] = fine_tune
     majority, base = ds.baseline("test")
@@ -542,6 +556,7 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     meta["complete"] = True
     io.write_json(run.config_file, meta)
     run._config = None
+    return val_probs
 
 
 def _feature_parity(model, built, ds: ImageDataset, features: np.ndarray, image_size: int, n: int = 16) -> float:
