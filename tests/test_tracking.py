@@ -18,7 +18,13 @@ pytest.importorskip("mlflow")
 
 
 def _ds(path):
-    return imgclf.load_dataset(path, image_size=32, validation=0.25, test=0.25, progress=False)
+    from imgclf import io
+
+    ds = imgclf.load_dataset(path, image_size=32, validation=0.25, test=0.25, progress=False)
+    # the scan's threads enter warnings.catch_warnings(), which is not thread-safe: let them finish
+    # before pytest.warns records
+    io.wait_for()
+    return ds
 
 
 def _tiny_transfer(ds, out, **kw):
@@ -109,8 +115,9 @@ def test_a_study_is_a_parent_run_with_a_child_per_model(class_tree, tmp_path, ml
 def test_an_unreachable_server_warns_and_the_run_finishes(class_tree, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    ds = _ds(class_tree)
     with pytest.warns(tracking.TrackingWarning, match=r"MLflow at http://127.0.0.1:9 cannot be used"):
-        run = imgclf.train(_ds(class_tree), "cnn", output=tmp_path / "run", epochs=1, image_size=32,
+        run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32,
                            progress=False, track="mlflow")
     assert run.complete and run.metrics()["test"]["accuracy"] is not None
 
@@ -123,8 +130,9 @@ def test_a_tracker_failing_mid_run_warns_once_and_training_goes_on(class_tree, t
         raise OSError("disk full")
 
     monkeypatch.setattr(tracking.MlflowTracker, "log_row", broken)
+    ds = _ds(class_tree)
     with pytest.warns(tracking.TrackingWarning, match="disk full") as record:
-        run = imgclf.train(_ds(class_tree), "cnn", output=tmp_path / "run", epochs=3, image_size=32,
+        run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=3, image_size=32,
                            progress=False, track="mlflow")
     assert run.complete and len(run.history()["epoch"]) == 3
     assert calls == [1] and len([w for w in record if w.category is tracking.TrackingWarning]) == 1

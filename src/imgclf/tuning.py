@@ -251,6 +251,10 @@ def tune(data=None, model: str = "mobilenet_v2", *, trials: int = DEFAULT_TRIALS
         if name in PARAMETERS and options[name] is not None:
             space[name] = _check_value(name, options.pop(name), f"option {name}")
     spec = get_spec(model)
+    if not spec.is_transfer:  # the CNNs have their own layers: no hidden layer to size
+        if space.get("hidden_units") not in (check_space({})["hidden_units"], 0):
+            raise ConfigError(f"model {spec.name!r} has its own layers; hidden_units applies to transfer models only")
+        del space["hidden_units"]
     run = Run(output if output is not None else Path("runs") / f"{model}-tuned-{time.strftime('%Y%m%d-%H%M%S')}")
     if run.config_file.is_file():
         if run.complete:
@@ -557,7 +561,7 @@ def _importances(op, study) -> dict:
     """Each searched option's share of the variation in validation accuracy (PED-ANOVA: no
     scikit-learn needed); empty until enough trials have finished."""
     complete = [t for t in study.trials if t.state == op.trial.TrialState.COMPLETE]
-    if len(complete) < 4:
+    if len(complete) < 4 or len({t.value for t in complete}) < 2:  # nothing to explain yet
         return {}
     try:
         with warnings.catch_warnings():
@@ -609,6 +613,9 @@ def tune_figure(trials, importances: dict, title: str | None = None):
         ax.scatter(px, py, s=22, marker="x", color="#999999", label="pruned (last epoch reported)", zorder=2)
     if dx is not None:
         ax.axhline(dy, color="#d62728", ls="--", lw=1, label=f"defaults (trial {dx}): {dy:.1%}")
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy")
     figures._percent_axis(ax)
@@ -619,10 +626,12 @@ def tune_figure(trials, importances: dict, title: str | None = None):
     if importances:
         names = list(importances)[::-1]
         bx.barh(names, [importances[n] for n in names], color="#1f77b4")
-        bx.set_xlabel("importance (share of the variation)")
+        bx.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        bx.set_xlabel("importance (share of the variation in validation accuracy)")
         figures._style_axes(bx, "x")
     else:
-        bx.text(0.5, 0.5, "importances need at least\n4 finished trials", ha="center", va="center",
+        bx.text(0.5, 0.5, "importances need at least 4 finished\ntrials that score differently", ha="center",
+                va="center",
                 transform=bx.transAxes, color="#666666")
         bx.set_xticks([])
         bx.set_yticks([])
