@@ -494,8 +494,10 @@ class _Search:
         return value
 
     def _after_trial(self, study, trial) -> None:
-        value = "pruned" if trial.value is None else f"validation {trial.value:.1%}"
-        best = study.best_value if any(t.value is not None for t in study.trials) else None
+        complete = [t.value for t in study.trials if t.state.name == "COMPLETE"]
+        value = (f"validation {trial.value:.1%}" if trial.state.name == "COMPLETE" else
+                 f"pruned after epoch {trial.user_attrs.get('epochs_run', '?')}")
+        best = max(complete) if complete else None
         self.say(f"  trial {trial.number}: {value}, {trial.user_attrs.get('seconds', 0):.1f} s"
                  + (f" (best {best:.1%})" if best is not None else ""))
         _write_trials(self.folder / "trials.csv", study, self.space)
@@ -595,7 +597,7 @@ def tune_figure(trials, importances: dict, title: str | None = None):
     xs, ys, px, py, best, bx_, dx, dy = [], [], [], [], [], [], None, None
     top = -1.0
     for t in trials:
-        if t.value is not None:
+        if t.state.name == "COMPLETE" and t.value is not None:
             xs.append(t.number)
             ys.append(t.value)
             top = max(top, t.value)
@@ -603,7 +605,7 @@ def tune_figure(trials, importances: dict, title: str | None = None):
             bx_.append(t.number)
             if t.user_attrs.get("defaults"):
                 dx, dy = t.number, t.value
-        elif t.intermediate_values:
+        elif t.state.name == "PRUNED" and t.intermediate_values:
             px.append(t.number)
             py.append(t.intermediate_values[max(t.intermediate_values)])
     if xs:
@@ -627,7 +629,7 @@ def tune_figure(trials, importances: dict, title: str | None = None):
         names = list(importances)[::-1]
         bx.barh(names, [importances[n] for n in names], color="#1f77b4")
         bx.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        bx.set_xlabel("importance (share of the variation in validation accuracy)")
+        bx.set_xlabel("importance (share of the variation)")
         figures._style_axes(bx, "x")
     else:
         bx.text(0.5, 0.5, "importances need at least 4 finished\ntrials that score differently", ha="center",

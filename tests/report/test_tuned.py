@@ -11,7 +11,9 @@ pytest.importorskip("optuna")
 SEARCH = {"trials": 50, "pruned": 12, "best_trial": 31, "best_validation_accuracy": 0.981,
           "default_validation_accuracy": 0.970, "sampler": "TPESampler(seed=42)", "mode": "cached features",
           "seconds": 240.0, "best_params": {"learning_rate": 0.0021, "optimizer": "adam", "early_stopping": 5},
-          "importances": {"learning_rate": 0.7, "optimizer": 0.3}}
+          "importances": {"learning_rate": 0.7, "optimizer": 0.3},
+          "space": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "optimizer": {"choices": ["adam", "sgd"]},
+                    "dropout": {"low": 0.0, "high": 0.5}, "early_stopping": 5}}
 
 
 def test_the_sentence_and_table_say_what_was_chosen_on_validation():
@@ -20,6 +22,9 @@ def test_the_sentence_and_table_say_what_was_chosen_on_validation():
     assert "trial 31 reached 98.1% against 97.0% for the defaults" in text
     assert tune_rows(SEARCH) == [("learning_rate", "0.0021", "70%"), ("optimizer", "adam", "30%"),
                                  ("early_stopping", "5", "fixed")]
+    few = {**SEARCH, "importances": {}, "best_trial": 0, "best_params": {"dropout": 0.2, "early_stopping": 5}}
+    assert tune_rows(few) == [("dropout", "0.2", "n/a"), ("early_stopping", "5", "fixed")]
+    assert "the defaults (trial 0) stayed best, at 98.1%" in tune_sentence(few)
 
 
 def test_a_study_with_tune_shows_the_search_of_its_transfer_model(tmp_path):

@@ -517,7 +517,7 @@ def _tune_section(run: Run, out: Path) -> dict | None:
         return None
     section = {k: search.get(k) for k in ("trials", "complete", "pruned", "best_trial", "best_validation_accuracy",
                                           "default_validation_accuracy", "best_params", "importances", "sampler",
-                                          "pruner", "mode", "seconds")}
+                                          "pruner", "mode", "seconds", "space")}
     section["figure"] = _rel(run.path / "tune" / "tune.png", out)
     section["trials_csv"] = _rel(run.path / "tune" / "trials.csv", out)
     return section
