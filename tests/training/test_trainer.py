@@ -291,3 +291,13 @@ def test_a_run_refuses_data_whose_classes_changed(class_tree, tmp_path):
         (extra / f.name).write_bytes(f.read_bytes())
     with pytest.raises(RunError, match="now has classes"):
         run.evaluate("test", progress=False)
+
+
+def test_weight_decay_reaches_the_optimizer_and_none_keeps_its_default():
+    from imgclf.config import TrainConfig
+    from imgclf.training.trainer import _optimizer
+
+    assert _optimizer(TrainConfig(optimizer="adam", weight_decay=0.01), 1e-3).weight_decay == pytest.approx(0.01)
+    assert _optimizer(TrainConfig(optimizer="adamw"), 1e-3).weight_decay == pytest.approx(0.004)  # Keras' default
+    with pytest.raises(ConfigError, match="weight decay must be a number in"):
+        TrainConfig(weight_decay=2.0).validate()
