@@ -121,7 +121,7 @@ def _train_options(args) -> dict:
     for name in ("epochs", "batch_size", "image_size", "optimizer", "learning_rate", "label_smoothing",
                  "class_weight", "early_stopping", "fine_tune", "fine_tune_epochs", "fine_tune_lr_factor", "seed", "alpha",
                  "weights", "augment", "dropout", "pooling", "views", "precision", "strategy", "keep",
-                 "calibrate"):
+                 "calibrate", "hidden_units", "weight_decay", "track"):
         value = getattr(args, name, None)
         if value is not None:
             opts[name] = value
@@ -182,6 +182,29 @@ def cmd_train(args) -> int:
         run = train(ds, args.model, output=args.output, progress=_progress(args), **dist, **_train_options(args))
     if run.complete:
         _print_metrics(run)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .report.commands import quiet_tensorflow_python_logs
+    from .tuning import load_space, tune
+
+    quiet_tensorflow_python_logs()  # a model per trial: TensorFlow's retracing notices are expected
+    if args.model is None:
+        raise_usage("tune needs --model NAME (see `imgclf models`)")
+    space = load_space(args.space) if args.space else None  # a bad file is said before any work
+    ds = _load(args, image_size=_model_size(args))
+    result = tune(ds, args.model, trials=args.trials, time_budget=args.time_budget, space=space,
+                  output=args.output, progress=_progress(args), **_train_options(args))
+    s = result.search
+    print(f"search    {s.get('trials')} trials ({s.get('pruned')} pruned), best trial {s.get('best_trial')}: "
+          f"validation {s['best_validation_accuracy']:.1%}, the defaults {s['default_validation_accuracy']:.1%}"
+          if s.get("default_validation_accuracy") is not None and s.get("best_validation_accuracy") is not None
+          else f"search    {s.get('trials')} trials")
+    print(f"figure    {result.run.path / 'tune' / 'tune.png'}")
+    print(f"trials    {result.run.path / 'tune' / 'trials.csv'}")
+    if result.run.complete:
+        _print_metrics(result.run)
     return 0
 
 
@@ -275,6 +298,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="backbone weights: imagenet (default), none, or a file")
     g.add_argument("--augment", help="augmentation: 'none' or e.g. flip=horizontal,rotation=0.2,zoom=0.1")
     g.add_argument("--dropout", type=float)
+    g.add_argument("--hidden-units", type=int, help="transfer models: a Dense(relu) layer this wide before the classifier")
+    g.add_argument("--weight-decay", type=float, help="decoupled weight decay (default: the optimizer's)")
     g.add_argument("--pooling", choices=("avg", "max"))
     g.add_argument("--views", type=int, help="cached augmented views per image for a frozen backbone")
     g.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every epoch")
@@ -288,6 +313,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                         "(default on; kept only if it lowers validation ECE)")
     g.add_argument("--jit", action="store_true", help="compile with XLA")
     g.add_argument("--strategy", choices=("auto", "none", "mirrored", "multi-worker"))
+    g.add_argument("--track", metavar="tensorboard,mlflow",
+                   help="log the run to TensorBoard (RUN/tensorboard/) and/or MLflow ($MLFLOW_TRACKING_URI)")
     g.add_argument("--deterministic", action="store_true", help="deterministic ops (slower)")
     g.add_argument("--workers", metavar="HOST:PORT,...", help="multi-worker training: every worker's address")
     g.add_argument("--worker-index", type=int, default=None, help="this worker's position in --workers (0 = chief)")
@@ -337,6 +364,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="carry on an interrupted run")
     p.set_defaults(func=cmd_train)
 
+    from .tuning import DEFAULT_SPACE, DEFAULT_TRIALS
+
+    p = sub.add_parser("tune", help="search a model's training options, then train the best into a run folder",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Search the head's options with Optuna (TPE sampler seeded by --seed, median "
+                                   "pruning) on the frozen backbone's cached features, each trial scored on the "
+                                   "validation split only; trial 0 is the defaults. The best options then train a "
+                                   "normal run folder whose config.json records the search; RUN/tune/ holds "
+                                   "optuna.db (run the same command again to carry on), trials.csv and tune.png. "
+                                   "A training option given here is fixed, not searched.\n\ndefault space:\n  "
+                                   + "\n  ".join(_describe_default_space(DEFAULT_SPACE)))
+    _add_data_options(p)
+    _add_train_options(p)
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help=f"trials in all (default {DEFAULT_TRIALS})")
+    p.add_argument("--time-budget", type=float, metavar="S", help="stop starting trials after S seconds")
+    p.add_argument("--space", metavar="FILE", help="JSON or YAML file overriding parameters of the default space")
+    p.add_argument("-o", "--output", help="run folder (default runs/<model>-tuned-<timestamp>)")
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("evaluate", help="evaluate a run on one of its splits",
                        description="Loss, accuracy, majority baseline, per-class precision/recall/F1, "
                                    "confusion matrix and the most confidently wrong images.")
@@ -365,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_commands(sub)
     add_audit_commands(sub)
     return parser
+
+
+def _describe_default_space(space: dict) -> list[str]:
+    from .tuning import describe_space
+
+    return describe_space(space)
 
 
 NO_TENSORFLOW = {"inspect"}

@@ -13,6 +13,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
 KEEP = ("best", "last")  # imgclf.training.keep
+TRACKERS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -58,6 +59,8 @@ class TrainConfig:
     weights: str | None = "imagenet"
     augment: Any = "default"  # "default", None, or an AugmentConfig dict
     dropout: float | None = None
+    hidden_units: int = 0  # transfer models: a Dense(relu) layer of this width before the classifier
+    weight_decay: float | None = None  # decoupled weight decay; None: the optimizer's default
     pooling: str = "avg"
     # fit a temperature on the validation split after training and build it into the saved
     # model, unless it raises the validation ECE (imgclf.calibration)
@@ -72,6 +75,7 @@ class TrainConfig:
     strategy: str = "auto"
     # each stage ends with the weights of its best validation epoch ("best"), or its last ("last")
     keep: str = "best"
+    track: list = field(default_factory=list)  # experiment trackers: "tensorboard", "mlflow"
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> "TrainConfig":
@@ -105,6 +109,15 @@ class TrainConfig:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.keep not in KEEP:
             raise ConfigError(f"keep must be one of: {', '.join(KEEP)}; got {self.keep!r}")
+        positive("hidden units", self.hidden_units, 0)
+        if self.weight_decay is not None and not (isinstance(self.weight_decay, (int, float))
+                                                  and 0 <= self.weight_decay < 1):
+            raise ConfigError(f"weight decay must be a number in [0, 1), got {self.weight_decay!r}")
+        if isinstance(self.track, str):
+            self.track = [t.strip() for t in self.track.split(",") if t.strip()]
+        for t in self.track:
+            if t not in TRACKERS:
+                raise ConfigError(f"unknown tracker {t!r}; choose from: {', '.join(TRACKERS)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         return self

@@ -132,6 +132,19 @@ def test_transfer_parts_compose_to_model(mobilenet):
     assert mobilenet.augmentation is mobilenet.model.get_layer("augmentation")
 
 
+def test_a_hidden_layer_sits_between_dropout_and_classifier_in_model_and_head():
+    built = build_model("mobilenet_v2", num_classes=3, image_size=32, weights=None, alpha=0.35, hidden_units=16,
+                        seed=0)
+    hidden = built.model.get_layer("hidden")
+    assert hidden.units == 16 and built.head.get_layer("hidden") is hidden
+    assert [type(layer).__name__ for layer in built.head.layers[1:]] == ["Dropout", "Dense", "Dense"]
+    x = _images(2, 32, seed=1)
+    np.testing.assert_allclose(_np(built.head(built.feature_extractor(x))), _np(built.model(x, training=False)),
+                               atol=1e-5)
+    with pytest.raises(ConfigError, match="hidden units apply to transfer models only"):
+        build_model("cnn", num_classes=3, image_size=32, hidden_units=16)
+
+
 def test_frozen_batchnorm_is_in_inference_mode_even_when_training(mobilenet):
     # Keras 3.15 lets the outer call's training flag override base(x, training=False), so
     # inference mode comes from BatchNormalization.trainable=False; check that it holds.

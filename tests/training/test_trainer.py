@@ -372,6 +372,8 @@ def test_training_on_a_folder_with_bad_files(class_tree, tmp_path, cli):
     assert not any(name in listed for name in ("cut.jpg", "notes.jpg", "empty.png", "Thumbs.db"))  # left out
     assert sum(run.metrics()[s]["count"] for s in ("validation", "test")) + len(
         (run.splits_dir / "train.txt").read_text().splitlines()) == 33
+
+
 def _calibration_run(tmp_path, **kw):
     from tests.imagefactory import make_class_tree
 
@@ -421,3 +423,13 @@ def test_no_calibrate_leaves_the_model_as_trained(tmp_path, cli):
     ds, run = _calibration_run(tmp_path, calibrate=False)
     assert "calibration" not in run.metrics() and run.config.calibrate is False
     assert not (run.path / "figures" / "reliability.png").exists()
+
+
+def test_weight_decay_reaches_the_optimizer_and_none_keeps_its_default():
+    from imgclf.config import TrainConfig
+    from imgclf.training.trainer import _optimizer
+
+    assert _optimizer(TrainConfig(optimizer="adam", weight_decay=0.01), 1e-3).weight_decay == pytest.approx(0.01)
+    assert _optimizer(TrainConfig(optimizer="adamw"), 1e-3).weight_decay == pytest.approx(0.004)  # Keras' default
+    with pytest.raises(ConfigError, match="weight decay must be a number in"):
+        TrainConfig(weight_decay=2.0).validate()

@@ -69,6 +69,21 @@ def _apply_preprocessing(layers: list[keras.layers.Layer], x):
     return x
 
 
+def classifier_top(num_classes: int, *, dropout: float, hidden_units: int = 0, seed: int | None = None):
+    """The layers after pooling, as one function of the pooled features: Dropout, then
+    ``Dense(hidden_units, relu)`` if asked, then the float32 softmax classifier. Calling the
+    function again reuses the same layers (the end-to-end model and the head share them)."""
+    drop = keras.layers.Dropout(dropout, seed=seed, name="dropout")
+    classifier = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")
+    hidden = keras.layers.Dense(hidden_units, activation="relu", name="hidden") if hidden_units else None
+
+    def top(x):
+        x = drop(x)
+        return classifier(hidden(x) if hidden is not None else x)
+
+    return top
+
+
 def build_transfer(
     spec: ModelSpec,
     num_classes: int,
@@ -80,6 +95,7 @@ def build_transfer(
     dropout: float,
     pooling: str,
     seed: int | None = None,
+    hidden_units: int = 0,
 ) -> TransferParts:
     base = create_backbone(spec, image_size, alpha)
     if weights_path is not None:
@@ -90,8 +106,7 @@ def build_transfer(
     preprocess = preprocessing_layers(spec)
     pool_cls = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
     pool = pool_cls(name="pool")
-    drop = keras.layers.Dropout(dropout, seed=seed, name="dropout")
-    classifier = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")
+    top = classifier_top(num_classes, dropout=dropout, hidden_units=hidden_units, seed=seed)
 
     def features(x):
         x = _apply_preprocessing(preprocess, x)
@@ -103,14 +118,14 @@ def build_transfer(
 
     image = keras.Input((image_size, image_size, 3), name="image", dtype="float32")
     x = augmentation(image) if augmentation is not None else image
-    outputs = classifier(drop(features(x)))
+    outputs = top(features(x))
     model = keras.Model(image, outputs, name=f"imgclf_{spec.name}")
 
     fe_image = keras.Input((image_size, image_size, 3), name="image", dtype="float32")
     feature_extractor = keras.Model(fe_image, features(fe_image), name="feature_extractor")
 
     feats = keras.Input((int(feature_extractor.output.shape[-1]),), name="features", dtype="float32")
-    head = keras.Model(feats, classifier(drop(feats)), name="head")
+    head = keras.Model(feats, top(feats), name="head")
     return TransferParts(model=model, backbone=base, feature_extractor=feature_extractor, head=head)
 
 

@@ -333,6 +333,7 @@ def build_model(
     dropout: float | None = None,
     pooling: str = "avg",
     seed: int | None = None,
+    hidden_units: int = 0,
 ) -> BuiltModel:
     """Build registry model ``name`` for ``num_classes`` classes.
 
@@ -341,6 +342,8 @@ def build_model(
     scratch CNNs unless it is a file, which is an error for them. ``augment="default"`` uses
     the spec's augmentation; ``None`` or an :class:`AugmentConfig` (or its string form)
     overrides it. ``seed`` seeds the random layers only; global seeds are the trainer's job.
+    ``hidden_units`` (transfer models) puts a ``Dense(hidden_units, relu)`` layer between the
+    dropout and the classifier.
     """
     spec = get_spec(name)
     num_classes = _check_num_classes(num_classes)
@@ -350,8 +353,13 @@ def build_model(
     dropout = _check_dropout(spec, dropout)
     pooling = _check_pooling(pooling)
 
+    if isinstance(hidden_units, bool) or not isinstance(hidden_units, int) or hidden_units < 0:
+        raise ConfigError(f"hidden units must be a whole number >= 0; got {hidden_units!r}")
     if spec.kind == "cnn":
         from imgclf.models import cnn
+
+        if hidden_units:
+            raise ConfigError(f"model {spec.name!r} has its own layers; hidden units apply to transfer models only")
 
         if isinstance(weights, str) and weights.strip().lower() not in ("imagenet", "none", ""):
             raise ConfigError(
@@ -381,6 +389,7 @@ def build_model(
         dropout=dropout,
         pooling=pooling,
         seed=seed,
+        hidden_units=hidden_units,
     )
     return BuiltModel(
         spec=spec,

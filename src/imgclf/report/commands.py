@@ -24,6 +24,11 @@ def add_study_options(p: argparse.ArgumentParser, *, epochs: int = 20, image_siz
                    help="transfer models: backbone weights, 'imagenet' (default), 'none' or an .h5 FILE")
     g.add_argument("--alpha", type=float, help="transfer models: MobileNet width multiplier")
     g.add_argument("--title", help="report title (default: the dataset's name and the number of models)")
+    g.add_argument("--track", metavar="tensorboard,mlflow",
+                   help="log every run to TensorBoard and/or MLflow (the study as a parent run, one child per model)")
+    g.add_argument("--tune", action="store_true",
+                   help="transfer models: search their options first (`imgclf tune` on the cached features)")
+    g.add_argument("--tune-trials", type=int, default=50, metavar="N", help="trials per tuned model (default 50)")
     if image_size is not None:
         p.set_defaults(image_size=image_size)
 
@@ -41,6 +46,7 @@ def _study_kwargs(args) -> dict:
         validation=args.validation, test=args.test, splits=args.splits, data_path=args.data_path,
         cache=args.cache_dir, cache_mode=args.cache, interpolation=args.interpolation, fit=args.fit,
         classes=args.classes, min_images=args.min_images, exclude=args.exclude, relabel=args.relabel,
+        track=args.track, tune=args.tune, tune_trials=args.tune_trials,
     )
     if args.models:
         kwargs["models"] = args.models

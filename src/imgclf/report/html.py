@@ -17,6 +17,7 @@ from typing import Any
 
 from . import health
 from .markdown import KIND_LABEL, count, data_sentences, model_sentences, pct, points, seconds, split_total
+from .tuned import tune_html
 
 __all__ = ["render_html", "TEMPLATE"]
 
@@ -275,7 +276,7 @@ def _model(i: int, name: str, m: dict, results: dict, fig: _Figures) -> str:
     extra_html = f'<p class="sub">{" &middot; ".join(extra)}</p>' if extra else ""
     return (f'<section class="card model" id="{_slug(name)}">{head}'
             f'<p class="sub">{_e(m.get("description"))}</p>{extra_html}<div class="kpis">{kpis}</div>'
-            f"{diag}{history}{story}{eval_block}{tl}{trust}{layer_html}</section>")
+            f"{diag}{history}{story}{tune_html(m.get('tune'), name, fig, _table)}{eval_block}{tl}{trust}{layer_html}</section>")
 
 
 def _comparison(results: dict, fig: _Figures) -> str:

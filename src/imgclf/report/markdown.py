@@ -108,6 +108,8 @@ def _img(path: str | None, alt: str) -> list[str]:
 
 
 def render_markdown(results: dict) -> str:
+    from .tuned import tune_markdown
+
     data = results["data"]
     comp = results.get("comparison") or {}
     base = data["baseline"]
@@ -161,6 +163,7 @@ def render_markdown(results: dict) -> str:
         L += [f"**Diagnosis: {d['label']}.** {d['text']} {d.get('advice', '')}".rstrip(), ""]
         figs = m.get("figures", {})
         L += _img(figs.get("history"), f"{name}: training history")
+        L += tune_markdown(m.get("tune"), name, _img)
         per = (m.get("evaluation") or {}).get("per_class")
         if per:
             L += _table(["class", "precision", "recall", "F1", "test images"],

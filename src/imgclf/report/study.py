@@ -121,6 +121,9 @@ def study(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     train_options: dict | None = None,
+    track: str | Iterable[str] | None = None,
+    tune: bool = False,
+    tune_trials: int = 50,
     **data_options,
 ) -> StudyResult:
     """Train and compare ``models`` on ``data`` and write the report into ``output``.
@@ -134,7 +137,12 @@ def study(
     A transfer model whose weights cannot be had is not trained: the report says why.
     ``train_options`` are further :func:`imgclf.train` options for every model.
     ``echo`` receives one line per step (default: ``print`` when ``progress``).
+    ``track`` (``"tensorboard"``, ``"mlflow"``) tracks every run; with MLflow the study is a
+    parent run with one child run per model (:mod:`imgclf.tracking`).
+    ``tune`` searches each transfer model's options first (``tune_trials`` trials on its cached
+    features, :func:`imgclf.tuning.tune`) and trains the best; the report shows the search.
     """
+    from .. import tracking
     from ..augment_preview import augment_preview
     from ..models import get_spec
     from ..overview import describe
@@ -145,6 +153,10 @@ def study(
     _check_int("fine-tune layers", fine_tune, 0)
     _check_int("fine-tune epochs", fine_tune_epochs, 1)
     _check_int("batch size", batch_size, 1)
+    _check_int("tune trials", tune_trials, 1)
+    track = tracking.check(track)
+    if track:
+        train_options = {**(train_options or {}), "track": track}
     say = echo if echo is not None else (print if progress else _silent)
     started = time.time()
     out = Path(output)
@@ -170,7 +182,7 @@ def study(
         "models": names, "epochs": epochs, "image_size": image_size, "fine_tune": fine_tune,
         "fine_tune_epochs": fine_tune_epochs, "weights": None if weights is None else os.fspath(weights),
         "alpha": alpha, "batch_size": batch_size, "seed": seed, "download_weights": download_weights,
-        "train_options": dict(train_options or {}),
+        "train_options": dict(train_options or {}), "tune": bool(tune), "tune_trials": tune_trials if tune else None,
         "data_options": {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in data_options.items()},
     }
     results: dict[str, Any] = {
@@ -188,13 +200,25 @@ def study(
     results["data_health"] = data_health(ds, out, model=transfer, weights=weights, alpha=alpha,
                                          download=download_weights)
     _write(out, results)
+    with tracking.parent_run(track, out, results["title"], {"models": ",".join(names), "epochs": epochs,
+                                                            "seed": seed, "data": ds.root}) as log_parent:
+        _train_all(ds, names, specs, model_opts, results, out, download_weights, progress, say, log_parent,
+                   tune_trials if tune else None)
+        results["seconds"] = round(time.time() - started, 1)
+        html, md, js = _write(out, results)
+        log_parent([html, md, js])
+    return StudyResult(output=out, html=html, markdown=md, results_json=js, results=results)
 
+
+def _train_all(ds, names, specs, model_opts, results, out, download_weights, progress, say, log_parent,
+               tune_trials) -> None:
     for i, name in enumerate(names, 1):
         spec, opts = specs[name], model_opts[name]
         say(f"[{i}/{len(names)}] {name}")
         run_dir = out / "runs" / name
         try:
-            run, how = _train_or_resume(ds, spec, run_dir, opts, download_weights, progress, say)
+            run, how = _train_or_resume(ds, spec, run_dir, opts, download_weights, progress, say,
+                                        tune_trials=tune_trials if spec.is_transfer else None)
         except WeightsError as e:
             note = str(e)
             say(f"  {name}: not trained: {note}")
@@ -207,10 +231,8 @@ def study(
             f"(baseline {_fmt(results['data']['baseline']['test_accuracy'])}), "
             f"{_fmt_s(m['seconds_per_epoch'])}/epoch; {m['diagnosis']['label']}")
         _write(out, results)
-
-    results["seconds"] = round(time.time() - started, 1)
-    html, md, js = _write(out, results)
-    return StudyResult(output=out, html=html, markdown=md, results_json=js, results=results)
+        log_parent(metrics={f"{name}/validation_accuracy": m["validation_accuracy"],
+                            f"{name}/test_accuracy": m["test_accuracy"]})
 
 
 # -- the data --------------------------------------------------------------------------------
@@ -349,7 +371,7 @@ def _check_same_options(run: Run, opts: dict, spec) -> None:
     """A kept run must have been trained with the options this study asks for."""
     cfg = run.config
     for key in _COMPARED:
-        if key not in opts:
+        if key not in opts or (key == "epochs" and run.meta.get("tune")):  # a tuned run chose its epochs
             continue
         have, want = getattr(cfg, key), opts[key]
         if key == "image_size" and want is None:
@@ -376,7 +398,8 @@ def _refuse(run: Run, spec, key: str, have, want) -> None:
                       f"use another --output, or delete {run.path} to train {spec.name} again")
 
 
-def _train_or_resume(ds, spec, run_dir: Path, opts: dict, download: bool, progress: bool, say):
+def _train_or_resume(ds, spec, run_dir: Path, opts: dict, download: bool, progress: bool, say, *,
+                     tune_trials: int | None = None):
     from ..training import resume, train
 
     if (run_dir / "config.json").is_file():
@@ -390,6 +413,13 @@ def _train_or_resume(ds, spec, run_dir: Path, opts: dict, download: bool, progre
         say(f"  {spec.name}: resuming {run_dir} after epoch {done}")
         return resume(run_dir, data=ds.root, progress=progress), "resumed"
     check_weights(spec, opts, download)
+    if tune_trials:
+        from ..tuning import tune
+
+        say(f"  {spec.name}: tuning ({tune_trials} trials) -> {run_dir}")
+        searched = {k: v for k, v in opts.items() if k != "epochs"}  # the search chooses the epochs
+        return tune(ds, spec.name, trials=tune_trials, output=run_dir, progress=progress,
+                    echo=lambda line: say("  " + line), **searched).run, "tuned"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # killed before its config was written: nothing to keep
     say(f"  {spec.name}: training {opts['epochs']} epoch{'s' if opts['epochs'] != 1 else ''} -> {run_dir}")
@@ -491,7 +521,21 @@ def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dic
                        if evaluation.get(k) is not None},
         "figures": figs,
         **trust,  # calibration and test-time augmentation (report/trust.py)
+        "tune": _tune_section(run, out),
     }
+
+
+def _tune_section(run: Run, out: Path) -> dict | None:
+    """The search that chose a tuned run's options (config.json's ``tune``), its figure's path."""
+    search = run.meta.get("tune")
+    if not search:
+        return None
+    section = {k: search.get(k) for k in ("trials", "complete", "pruned", "best_trial", "best_validation_accuracy",
+                                          "default_validation_accuracy", "best_params", "importances", "sampler",
+                                          "pruner", "mode", "seconds", "space")}
+    section["figure"] = _rel(run.path / "tune" / "tune.png", out)
+    section["trials_csv"] = _rel(run.path / "tune" / "trials.csv", out)
+    return section
 
 
 # -- the comparison ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, figures, io
+from .. import __version__, figures, io, tracking
 from ..config import CONFIG_FORMAT, DataConfig, TrainConfig
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import ConfigError, RunError, first_line
@@ -117,10 +117,12 @@ def train(
     overwrite: bool = False,
     workers: str | list[str] | None = None,
     worker_index: int | None = None,
+    record: dict | None = None,
     **options,
 ) -> Run:
     """Train ``model`` on ``data`` and return the :class:`Run`; every option of
-    :class:`~imgclf.config.TrainConfig` can be passed by name (``epochs=20``, ``fine_tune=30``)."""
+    :class:`~imgclf.config.TrainConfig` can be passed by name (``epochs=20``, ``fine_tune=30``).
+    ``record`` adds entries to config.json (``{"tune": ...}``: the search that chose the options)."""
     from ..models import get_spec
     from ..models.registry import check_image_size
 
@@ -134,6 +136,7 @@ def train(
     except TypeError as e:
         raise ConfigError(str(e).replace("__init__()", "train()")) from None
     cfg.validate()
+    cfg.track = tracking.check(cfg.track)  # a missing package is said before any work
     dist = _distribution(cfg, workers, worker_index)
     spec = get_spec(cfg.model)
     image_size = check_image_size(spec, cfg.image_size)
@@ -178,6 +181,7 @@ def train(
         "weights_file": built.weights_path,
         "complete": False,
         "train": cfg.to_dict(),
+        **(record or {}),
     })
     return _fit(run, cfg, ds, built, dist, progress=progress)
 
@@ -254,7 +258,7 @@ def _build_in(precision: str, cfg: TrainConfig, num_classes: int, *, weights):
     try:
         return build_model(cfg.model, num_classes, cfg.image_size, weights=weights, alpha=cfg.alpha,
                            augment=_augment_arg(cfg.augment), dropout=cfg.dropout, pooling=cfg.pooling,
-                           seed=cfg.seed)
+                           seed=cfg.seed, hidden_units=cfg.hidden_units)
     finally:
         keras.mixed_precision.set_global_policy(before)
 
@@ -263,7 +267,8 @@ def _optimizer(cfg: TrainConfig, learning_rate: float):
     keras = _keras()
     cls = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
            "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[cfg.optimizer]
-    return cls(learning_rate=learning_rate)
+    extra = {} if cfg.weight_decay is None else {"weight_decay": cfg.weight_decay}
+    return cls(learning_rate=learning_rate, **extra)
 
 
 def _loss(cfg: TrainConfig):
@@ -368,6 +373,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
     features = None
     start = 0
     trained = False
+    trackers = tracking.start(cfg.track, run, cfg, ds.class_names) if cfg.track and dist.is_chief else None
     for stage, end in stages:
         if done >= end:
             start = end
@@ -408,6 +414,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         else:
             train_data, val_data, fit_args = _image_data(cfg, ds, dist, one_hot)
         callbacks = [_EpochCheckpoint(run, stage, rows, dist.is_chief, keep=keep, bests=bests)]
+        if trackers:
+            callbacks += trackers.callbacks(stage, rows)
         if dist.num_workers > 1:
             from . import multiworker
 
@@ -441,8 +449,12 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         if last_on_features and features is None:
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                         folder=run.cache_dir, progress=progress)
-        _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
-                fine_tune=verdict, progress=progress, kept=keeping.kept_epochs(rows, bests, keep), keep=keep)
+        val_probs = _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
+                            fine_tune=verdict, progress=progress, kept=keeping.kept_epochs(rows, bests, keep),
+                            keep=keep)
+        if trackers:
+            trackers.finish(run.metrics(), tracking.run_figures(run, ds.class_names, ds.labels("validation"),
+                                                                val_probs))
     return run
 
 
@@ -521,7 +533,8 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
             features: np.ndarray | None, fine_tune: dict | None = None, progress: bool,
-            kept: dict | None = None, keep: str | None = None) -> None:
+            kept: dict | None = None, keep: str | None = None) -> np.ndarray:
+    """Save and score the final model; returns its validation probabilities."""
     from ..evaluation import leak_free, predict_split, scores
 
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
@@ -576,6 +589,7 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     meta["complete"] = True
     io.write_json(run.config_file, meta)
     run._config = None
+    return outputs["validation"][0]  # calibrated when the temperature was applied
 
 
 def _calibrate(run: Run, final, ds: ImageDataset, outputs: dict, image_size: int) -> dict:
