@@ -51,7 +51,7 @@ def test_good_format_decodes(tmp_path, fmt):
         shown = ImageOps.exif_transpose(im)
         assert shown.size == ((30, 40) if fmt == "jpeg_exif_rotated" else (40, 30))
         centre = _centre_rgb(im)
-    if fmt in ("jpeg_gray", "png_gray", "png16"):
+    if fmt in ("jpeg_gray", "png_gray", "png16", "tiff16"):
         luma = 0.299 * COLOR[0] + 0.587 * COLOR[1] + 0.114 * COLOR[2]
         assert np.allclose(centre, luma, atol=3)
     else:
