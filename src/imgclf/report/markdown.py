@@ -131,6 +131,9 @@ def render_markdown(results: dict) -> str:
         if len(bad) > 50:
             L.append(f"- ... and {len(bad) - 50} more (see summary.json)")
         L.append("")
+    from .health import markdown as health_markdown
+
+    L += health_markdown(results)
 
     aug = results.get("augmentation") or {}
     L += ["## 2. Data augmentation", "",
