@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgclf.report.health import render
+from imgclf.report.health import markdown, render
 
 
 def _results(**health):
@@ -29,3 +29,9 @@ def test_without_weights_the_page_says_which_checks_did_not_run():
     page = render(_results(features=False, weights_note="weights file x.h5 does not exist"), lambda *a, **k: "")
     assert "Not run without backbone weights" in page and "x.h5 does not exist" in page
     assert render({}, lambda *a, **k: "") == ""
+
+
+def test_the_markdown_report_has_the_counts_too():
+    lines = markdown(_results())
+    assert lines[0] == "### Data health" and "1 across classes, 1 across splits" in lines[2]
+    assert "- blurry: 1 (sharpness < 0.05)" in lines and "![duplicate groups](audit/figures/duplicates.png)" in lines

@@ -18,8 +18,8 @@ from ..data.fingerprint import CANDIDATE_BITS, PIXEL_ONLY_BITS, connected, exact
 # Cosine similarity of pooled backbone features at or above which a candidate pair is a
 # duplicate. Measured on cats_and_dogs_filtered with MobileNetV2 (alpha 0.35, 224 px;
 # bench/label_audit.py): planted copies cropped by 5-10% score 0.89-0.96 against their
-# original (at 2-16 bits), re-encoded ones 0.95-1.0, colour-jittered ones 0.99-1.0; of the
-# 1,322 pairs of different photos within CANDIDATE_BITS bits, none scores above 0.82.
+# original, re-encoded ones 0.95-1.0, colour-jittered ones 0.99-1.0; of the 1,308 pairs of
+# different photos within CANDIDATE_BITS bits, none scores above 0.77.
 COSINE = 0.85
 # Copies resized to half size lose detail at the model's input size (cosine down to 0.84) but
 # keep their hash (0-6 bits): pairs within PIXEL_ONLY_BITS need only this similarity, a guard

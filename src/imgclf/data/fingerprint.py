@@ -11,7 +11,7 @@ and judging pixel quality never decodes a file again.
   recoloured copies stay within a few bits, slightly cropped ones within about 16; unrelated
   photos differ in about 32.
 * ``gray``: mean and standard deviation of the grey levels (0-255) and the sharpness, the
-  variance of the Laplacian of the 128x128 thumbnail over the grey-level variance
+  variance of the Laplacian of the 64x64 thumbnail over the grey-level variance
   (contrast-free: a blurred copy scores lower whatever its exposure).
 """
 
@@ -27,13 +27,13 @@ from PIL import Image
 
 from .images import _TRANSPOSE, orientation, to_rgb
 
-THUMB = 128
+THUMB = 64
 HASH_SIZE = 8
 # Hamming distance (of 64 bits) at or below which two images are near-duplicate candidates.
 # Measured on cats_and_dogs_filtered (200 photos, each copied four ways): copies resized to
-# half are at 0-4 bits, re-encoded at JPEG quality 50-70 at 0-2, colour-jittered at 0-4,
-# cropped by 5-10% at 2-18 (95% within 12). Of its 4.5 million pairs of different photos, 1 is
-# within 10 bits, 24 within 12, 188 within 14 and 1,221 within 16 (bench/label_audit.py), which
+# half are at 0-6 bits, re-encoded at JPEG quality 50-70 at 0-2, colour-jittered at 0-4,
+# cropped by 5-10% at up to 18 (95% within 12). Of its 4.5 million pairs of different photos, 2 are
+# within 10 bits, 31 within 12, 180 within 14 and 1,216 within 16 (bench/label_audit.py), which
 # the backbone features then tell apart from copies.
 CANDIDATE_BITS = 16
 # Without backbone features to confirm them, only pairs this close are reported (and kept in
@@ -49,40 +49,61 @@ def _dct_matrix(n: int) -> np.ndarray:
     return m * np.sqrt(2 / n)
 
 
-_DCT32 = _dct_matrix(32)
+_DCT32 = _dct_matrix(32).astype(np.float32)
 
 
 def phash(gray: np.ndarray) -> str:
-    """The 64-bit perceptual hash of a grey image (any size), as 16 hex digits."""
-    small = np.asarray(Image.fromarray(gray).resize((32, 32), Image.Resampling.BOX), np.float64)
+    """The 64-bit perceptual hash of a ``THUMB`` x ``THUMB`` grey image, as 16 hex digits."""
+    k = gray.shape[0] // 32
+    small = gray.reshape(32, k, 32, k).mean(axis=(1, 3), dtype=np.float32)  # the 32x32 box mean
     low = (_DCT32 @ small @ _DCT32.T)[:HASH_SIZE, :HASH_SIZE]
-    bits = (low > np.median(low)).ravel()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+    bits = np.packbits((low > np.median(low)).ravel())
+    return bits.tobytes().hex()
 
 
 def gray_stats(gray: np.ndarray) -> list[float]:
-    g = gray.astype(np.float64)
-    lap = (-4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:])
-    var = g.var()
-    return [round(float(g.mean()), 2), round(float(g.std()), 2), round(float(lap.var() / var) if var > 1e-6 else 0.0, 4)]
+    g = gray.astype(np.float32)
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
+    var = float(g.var())
+    return [round(float(g.mean()), 2), round(float(np.sqrt(var)), 2),
+            round(float(lap.var()) / var, 4) if var > 1e-6 else 0.0]
 
 
 def thumbnail(img: Image.Image) -> np.ndarray:
-    """The upright grey ``THUMB`` x ``THUMB`` thumbnail of an opened image (JPEGs decoded at
-    the smallest scale that still covers it)."""
+    """The upright grey ``THUMB`` x ``THUMB`` thumbnail of an opened image (colour JPEGs
+    decoded as grey, at the smallest scale that still covers it)."""
     turn = _TRANSPOSE.get(orientation(img))
-    if img.format in ("JPEG", "MPO"):
-        img.draft("RGB", (THUMB, THUMB))
-    img = to_rgb(img)
+    if img.format in ("JPEG", "MPO") and img.mode in ("L", "RGB", "YCbCr"):
+        img.draft("L", (THUMB, THUMB))  # luma only: the chroma is never decoded
+        img = img.convert("L")
+    else:
+        img = to_rgb(img).convert("L")
     if turn is not None:
         img = img.transpose(turn)
-    return np.asarray(img.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX))
+    return np.asarray(img.resize((THUMB, THUMB), Image.Resampling.BOX))
 
 
-def fingerprint(path: str | os.PathLike, data: bytes | None = None) -> dict:
-    """``{"digest", "phash", "gray"}`` of one image file (``data``: its bytes, if read already);
+def _plain_thumbnail(data: bytes) -> np.ndarray:
+    """:func:`thumbnail` of a plain JPEG (no EXIF: nothing to turn), its luma decoded by
+    libjpeg-turbo at the smallest DCT scale that covers ``THUMB``."""
+    import simplejpeg
+
+    g = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=THUMB, min_width=THUMB)
+    return np.asarray(Image.fromarray(g[..., 0]).resize((THUMB, THUMB), Image.Resampling.BOX))
+
+
+def fingerprint(path: str | os.PathLike, data: bytes | None = None, *, plain: bool = False) -> dict:
+    """``{"digest", "phash", "gray"}`` of one image file (``data``: its bytes, if read already;
+    ``plain``: they are a plain JPEG, see :func:`imgclf.data.images.decode_plain_jpeg`);
     ``{}`` when the file cannot give one (the scan's verdict on the file stands)."""
     try:
+        if plain and data is not None:
+            g = _plain_thumbnail(data)
+            return {"digest": hashlib.blake2b(data, digest_size=16).hexdigest(), "phash": phash(g),
+                    "gray": gray_stats(g)}
+        if data is None and os.path.getsize(path) <= 64 << 20:
+            with open(path, "rb") as fh:
+                data = fh.read()
         if data is None:
             h = hashlib.blake2b(digest_size=16)
             with open(path, "rb") as fh:
@@ -94,7 +115,11 @@ def fingerprint(path: str | os.PathLike, data: bytes | None = None) -> dict:
             digest = hashlib.blake2b(data, digest_size=16).hexdigest()
             opened = Image.open(io.BytesIO(data))
         with opened as img:
-            g = thumbnail(img)
+            if (data is not None and img.format == "JPEG" and img.mode in ("L", "RGB", "YCbCr")
+                    and orientation(img) == 1):
+                g = _plain_thumbnail(data)  # as the scan's plain-JPEG path makes it
+            else:
+                g = thumbnail(img)
         return {"digest": digest, "phash": phash(g), "gray": gray_stats(g)}
     except Exception:  # noqa: BLE001 - a fingerprint is a bonus, never a reason to fail a file
         return {}

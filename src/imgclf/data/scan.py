@@ -375,7 +375,7 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                 # most files are plain JPEGs: decoded without Pillow parsing them first
                 plain = decode_plain_jpeg(data, *decode)
                 if plain is not None:
-                    return {"ok": True, **plain[0], **fingerprint(path, data)}, plain[1]
+                    return {"ok": True, **plain[0], **fingerprint(path, data, plain=True)}, plain[1]
             source = io.BytesIO(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

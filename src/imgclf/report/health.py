@@ -75,3 +75,23 @@ def render(results: dict, fig) -> str:
                  "class over each image.") if figs.get("label_issues") else "")
     return (f'<section class="card" id="data-health"><h2><span class="num">&#10003;</span>Data health</h2>'
             f'<div class="stats">{cards}</div>{body}{table}<div class="grid">{grid}</div></section>')
+
+
+def markdown(results: dict) -> list[str]:
+    """The section as Markdown lines (none when the study has no audit)."""
+    h = results.get("data_health")
+    if not h:
+        return []
+    c = h["counts"]
+    lines = ["### Data health", "",
+             f"{c['duplicate_groups']} duplicate group(s) ({c['exact_groups']} exact, {c['near_groups']} near): "
+             f"{c['conflicting_label_groups']} across classes, {c['leak_groups']} across splits "
+             f"({c['leaked_validation_images']} validation and {c['leaked_test_images']} test images seen in "
+             f"training); {c['label_issues']} suspected mislabel(s).", ""]
+    lines += [f"- {name.replace('_', ' ')}: {chk['count'] if chk['ran'] else 'not run'} ({chk['threshold']})"
+              for name, chk in h["checks"].items()]
+    lines.append("")
+    for key, alt in (("duplicates", "duplicate groups"), ("label_issues", "suspected mislabels")):
+        if h["files"].get(key):
+            lines += [f"![{alt}]({h['files'][key]})", ""]
+    return lines

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .health import markdown as health_markdown
+
 __all__ = ["render_markdown", "pct", "points", "seconds", "count", "data_sentences", "model_sentences",
            "KIND_LABEL"]
 
@@ -142,6 +144,7 @@ def render_markdown(results: dict) -> str:
     notes = data.get("warnings") or []
     if notes:
         L += ["Warnings:", ""] + [f"- {w}" for w in notes[:50]] + [""]
+    L += health_markdown(results)
 
     aug = results.get("augmentation") or {}
     L += ["## 2. Data augmentation", "",
