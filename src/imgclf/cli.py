@@ -195,7 +195,7 @@ def cmd_tune(args) -> int:
     space = load_space(args.space) if args.space else None  # a bad file is said before any work
     ds = _load(args, image_size=_model_size(args))
     result = tune(ds, args.model, trials=args.trials, time_budget=args.time_budget, space=space,
-                  output=args.output, progress=_progress(args), **_train_options(args))
+                  output=args.output, progress=_progress(args), echo=print, **_train_options(args))
     s = result.search
     print(f"search    {s.get('trials')} trials ({s.get('pruned')} pruned), best trial {s.get('best_trial')}: "
           f"validation {s['best_validation_accuracy']:.1%}, the defaults {s['default_validation_accuracy']:.1%}"

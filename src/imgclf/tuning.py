@@ -424,11 +424,11 @@ class _Search:
 
         cfg, ds = self.base, self.ds
         why = ("has no frozen backbone" if built.feature_extractor is None else "trains without the feature cache")
-        per_epoch = self._measure_epoch(built)
+        per_epoch, setup = self._measure_epoch()
         hi = self.space["epochs"]["high"] if isinstance(self.space["epochs"], dict) else self.space["epochs"]
         self.say(f"{self.spec.name} {why}: every trial trains it end to end on the images, about "
-                 f"{_secs(per_epoch)} per epoch, so up to {_secs(per_epoch * hi)} per trial ({hi} epochs at most; "
-                 "pruning stops weak trials early)")
+                 f"{_secs(per_epoch)} per epoch and {_secs(setup)} to build and compile, so up to "
+                 f"{_secs(setup + per_epoch * hi)} per trial ({hi} epochs at most; pruning stops weak trials early)")
 
         def run_trial(c: TrainConfig, report):
             b = tr._build_in(c.precision, c, ds.num_classes, weights=c.weights)
@@ -439,21 +439,27 @@ class _Search:
 
         return run_trial
 
-    def _measure_epoch(self, built) -> float:
-        """Seconds per training epoch of the default model, from a few timed steps."""
+    def _measure_epoch(self) -> tuple[float, float]:
+        """``(seconds per training epoch, seconds a trial spends building and compiling)`` of the
+        default model, from a few timed steps."""
         from .training import trainer as tr
 
         cfg, ds = self.base, self.ds
         one_hot = cfg.label_smoothing > 0
-        model = built.model
+        t = time.time()
+        model = tr._build_in(cfg.precision, cfg, ds.num_classes, weights=cfg.weights).model
         model.compile(optimizer=tr._optimizer(cfg, cfg.learning_rate), loss=tr._loss(cfg), metrics=["accuracy"])
         data = ds.tf_dataset("train", batch_size=cfg.batch_size, image_size=cfg.image_size, one_hot=one_hot)
-        model.fit(data.take(1), epochs=1, verbose=0, shuffle=False)  # tracing
+        val = ds.tf_dataset("validation", batch_size=cfg.batch_size, image_size=cfg.image_size, one_hot=one_hot)
+        model.fit(data.take(1), validation_data=val.take(1), epochs=1, verbose=0, shuffle=False)  # tracing
+        setup = time.time() - t
         steps = 3
         t = time.time()
         model.fit(data.take(steps), epochs=1, verbose=0, shuffle=False)
         per_step = (time.time() - t) / steps
-        return per_step * math.ceil(len(ds.indices("train")) / cfg.batch_size)
+        batches = math.ceil(len(ds.indices("train")) / cfg.batch_size)
+        val_batches = math.ceil(len(ds.indices("validation")) / cfg.batch_size)
+        return per_step * (batches + val_batches / 3), setup  # a validation step costs about a third
 
     def _fit(self, model, train_data, val_data, c: TrainConfig, report, steps_per_execution: int = 1) -> float:
         import keras
@@ -537,6 +543,8 @@ class _Search:
 
 
 def _secs(s: float) -> str:
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
