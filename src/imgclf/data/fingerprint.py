@@ -22,7 +22,6 @@ import io
 import os
 from collections import defaultdict
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -43,11 +42,23 @@ CANDIDATE_BITS = 16
 PIXEL_ONLY_BITS = 8
 
 
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    m = np.cos(np.pi * (2 * np.arange(n)[None, :] + 1) * k / (2 * n))
+    m[0] *= 1 / np.sqrt(2)
+    return m * np.sqrt(2 / n)
+
+
+_DCT32 = _dct_matrix(32).astype(np.float32)
+
+
 def phash(gray: np.ndarray) -> str:
     """The 64-bit perceptual hash of a ``THUMB`` x ``THUMB`` grey image, as 16 hex digits."""
-    small = cv2.resize(gray.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)  # the box mean
-    low = cv2.dct(small)[:HASH_SIZE, :HASH_SIZE]  # orthonormal DCT-II
-    return np.packbits((low > np.median(low)).ravel()).tobytes().hex()
+    k = gray.shape[0] // 32
+    small = gray.reshape(32, k, 32, k).mean(axis=(1, 3), dtype=np.float32)  # the 32x32 box mean
+    low = (_DCT32 @ small @ _DCT32.T)[:HASH_SIZE, :HASH_SIZE]
+    bits = np.packbits((low > np.median(low)).ravel())
+    return bits.tobytes().hex()
 
 
 def gray_stats(gray: np.ndarray) -> list[float]:
@@ -56,14 +67,6 @@ def gray_stats(gray: np.ndarray) -> list[float]:
     var = float(g.var())
     return [round(float(g.mean()), 2), round(float(np.sqrt(var)), 2),
             round(float(lap.var()) / var, 4) if var > 1e-6 else 0.0]
-
-
-def gray_thumbnail(pixels: np.ndarray) -> np.ndarray:
-    """The grey ``THUMB`` x ``THUMB`` thumbnail (box filter) of decoded pixels: RGB, or grey."""
-    img = Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels)
-    if img.mode != "L":
-        img = img.convert("L")
-    return np.asarray(img.resize((THUMB, THUMB), Image.Resampling.BOX))
 
 
 def thumbnail(img: Image.Image) -> np.ndarray:
@@ -85,20 +88,19 @@ def _plain_thumbnail(data: bytes) -> np.ndarray:
     libjpeg-turbo at the smallest DCT scale that covers ``THUMB``."""
     import simplejpeg
 
-    return gray_thumbnail(simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=THUMB, min_width=THUMB))
+    g = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=THUMB, min_width=THUMB)
+    return np.asarray(Image.fromarray(g[..., 0]).resize((THUMB, THUMB), Image.Resampling.BOX))
 
 
-def fingerprint_pixels(data: bytes, pixels: np.ndarray) -> dict:
-    """:func:`fingerprint` of a file whose picture the scan has decoded already (``pixels``,
-    upright, before fitting): the bytes are hashed, nothing is decoded again."""
-    g = gray_thumbnail(pixels)
-    return {"digest": hashlib.blake2b(data, digest_size=16).hexdigest(), "phash": phash(g), "gray": gray_stats(g)}
-
-
-def fingerprint(path: str | os.PathLike, data: bytes | None = None) -> dict:
-    """``{"digest", "phash", "gray"}`` of one image file (``data``: its bytes, if read already);
+def fingerprint(path: str | os.PathLike, data: bytes | None = None, *, plain: bool = False) -> dict:
+    """``{"digest", "phash", "gray"}`` of one image file (``data``: its bytes, if read already;
+    ``plain``: they are a plain JPEG, see :func:`imgclf.data.images.decode_plain_jpeg`);
     ``{}`` when the file cannot give one (the scan's verdict on the file stands)."""
     try:
+        if plain and data is not None:
+            g = _plain_thumbnail(data)
+            return {"digest": hashlib.blake2b(data, digest_size=16).hexdigest(), "phash": phash(g),
+                    "gray": gray_stats(g)}
         if data is None and os.path.getsize(path) <= 64 << 20:
             with open(path, "rb") as fh:
                 data = fh.read()

@@ -305,17 +305,6 @@ def decode_plain_jpeg(data: bytes, size: tuple[int, int], interpolation: str, fi
     the same whichever way it came; checking its segments here costs a few microseconds where
     Pillow's parser costs about a fifth of the decode of a small photo.
     """
-    got = plain_jpeg_scaled(data, size, fit)
-    if got is None:
-        return None
-    header, pixels = got
-    return header, fit_image(pixels, size, fit, interpolation)
-
-
-def plain_jpeg_scaled(data: bytes, size: tuple[int, int], fit: str) -> tuple[dict, np.ndarray] | None:
-    """The first half of :func:`decode_plain_jpeg`: the header and the whole picture decoded at
-    the smallest DCT scale that covers ``size`` under ``fit``, before it is fitted (the scan
-    makes the file's fingerprint from these pixels too); ``None`` as there."""
     if not _plain_jpeg_header(data):
         return None
     try:
@@ -329,7 +318,8 @@ def plain_jpeg_scaled(data: bytes, size: tuple[int, int], fit: str) -> tuple[dic
     pixels = _turbo_scaled(data, _cover_target((width, height), size, fit))
     if pixels is None:
         return None
-    return {"format": "JPEG", "mode": mode, "frames": 1, "width": width, "height": height}, pixels
+    header = {"format": "JPEG", "mode": mode, "frames": 1, "width": width, "height": height}
+    return header, fit_image(pixels, size, fit, interpolation)
 
 
 # The segments a plain JPEG may have before its scan: quantization and Huffman tables, restart

@@ -28,11 +28,11 @@ from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
 from ..io import STALE_AFTER_S, TMP_PREFIX, finish_later, remove_partial, write_at
 from .images import (
-    DEFAULT_FIT, EXTENSION_FORMATS, _SWAPS, UnusableImage, accept, as_size, decode_opened, decode_workers,
-    fit_image, orientation, plain_jpeg_scaled,
+    DEFAULT_FIT, EXTENSION_FORMATS, _SWAPS, UnusableImage, accept, as_size, decode_opened, decode_plain_jpeg,
+    decode_workers, orientation,
 )
-from .fingerprint import fingerprint, fingerprint_pixels
 from .sources import DataSource, cache_dir, is_clutter
+from .fingerprint import fingerprint
 
 SCAN_VERSION = 3  # 2: a file whose extension lies is used (with a warning); TIFF is read; 3: results carry the fingerprint (imgclf.data.fingerprint)
 # Reasons a file is left out, as shown to the user.
@@ -373,12 +373,9 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                 data = fh.read()
             if decode is not None and EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower(), "JPEG") == "JPEG":
                 # most files are plain JPEGs: decoded without Pillow parsing them first
-                size, interpolation, fit = decode
-                plain = plain_jpeg_scaled(data, size, fit)
-                if plain is not None:  # one decode gives the fingerprint and the model's pixels
-                    header, scaled = plain
-                    return ({"ok": True, **header, **fingerprint_pixels(data, scaled)},
-                            fit_image(scaled, size, fit, interpolation))
+                plain = decode_plain_jpeg(data, *decode)
+                if plain is not None:
+                    return {"ok": True, **plain[0], **fingerprint(path, data, plain=True)}, plain[1]
             source = io.BytesIO(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
