@@ -187,11 +187,12 @@ def cmd_train(args) -> int:
 
 def cmd_tune(args) -> int:
     from .report.commands import quiet_tensorflow_python_logs
-    from .tuning import load_space, tune
+    from .tuning import load_space, optuna, tune
 
     quiet_tensorflow_python_logs()  # a model per trial: TensorFlow's retracing notices are expected
     if args.model is None:
         raise_usage("tune needs --model NAME (see `imgclf models`)")
+    optuna()  # a missing package is said before the data is read
     space = load_space(args.space) if args.space else None  # a bad file is said before any work
     ds = _load(args, image_size=_model_size(args))
     result = tune(ds, args.model, trials=args.trials, time_budget=args.time_budget, space=space,

@@ -128,9 +128,17 @@ class Trackers:
                 out.extend(_Guarded(t, cb) for cb in t.callbacks(stage, rows))
         return out
 
-    def finish(self, metrics: dict, figures: dict[str, bytes]) -> None:
+    def finish(self, metrics: dict, figures) -> None:
+        """``figures``: a callable giving ``{name: PNG bytes}``, drawn once for every tracker (a
+        failure to draw them warns, and the trackers get the metrics alone)."""
+        try:
+            drawn = figures()
+        except Exception as e:  # noqa: BLE001 - tracking never stops a run
+            warnings.warn(f"tracking: the figures could not be drawn ({first_line(e, 160)}); "
+                          "the metrics are logged without them", TrackingWarning, stacklevel=2)
+            drawn = {}
         for t in self.trackers:
-            t.guard("finish", t.finish, metrics, figures)
+            t.guard("finish", t.finish, metrics, drawn)
 
 
 def _Guarded(tracker: Tracker, callback):

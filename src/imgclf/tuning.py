@@ -239,6 +239,7 @@ def tune(data=None, model: str = "mobilenet_v2", *, trials: int = DEFAULT_TRIALS
     from .models import get_spec
     from .models.registry import check_image_size
     from .training import resume, train
+    from .training.trainer import DATA_OPTIONS
 
     op = optuna()
     say = echo if echo is not None else (print if progress else (lambda _: None))
@@ -264,8 +265,7 @@ def tune(data=None, model: str = "mobilenet_v2", *, trials: int = DEFAULT_TRIALS
         return TuneResult(resume(run.path, data=data if not isinstance(data, ImageDataset) else data.root,
                                  progress=progress), run.meta.get("tune") or {})
 
-    data_options = {k: options.pop(k) for k in ("validation", "test", "fit", "interpolation", "cache_mode")
-                    if k in options}
+    data_options = {k: options.pop(k) for k in DATA_OPTIONS if k in options}
     image_size = check_image_size(spec, options.get("image_size"))
     if isinstance(data, ImageDataset):
         ds = data

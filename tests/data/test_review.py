@@ -76,3 +76,24 @@ def test_a_missing_list_or_a_plain_relabel_without_class_is_a_clear_error(tree, 
     bare.write_text("cats/cats_0.png\n")
     with pytest.raises(ConfigError, match=r"bare.txt:1: no class for 'cats/cats_0.png'"):
         _load(tree, relabel=bare)
+
+
+def test_a_list_naming_files_of_classes_not_read_leaves_them_and_says_so(tmp_path):
+    root = make_class_tree(tmp_path / "data", {"cats": 8, "dogs": 8, "birds": 8}, size=(16, 16))
+    csv = tmp_path / "issues.csv"  # written by an audit of every class
+    csv.write_text("path,issue,score,action\n"
+                   "birds/birds_0.png,label,0.1,drop\n"
+                   "cats/cats_0.png,label,0.1,drop\n")
+    ds = _load(root, classes="cats,dogs", exclude=csv)
+    assert ds.class_names == ["cats", "dogs"] and "cats/cats_0.png" not in _all(ds)
+    assert ds.review.excluded == ["cats/cats_0.png"]
+    assert any("1 row(s) of the reviewed lists name files of classes not read" in w for w in ds.report.warnings)
+
+
+def test_a_file_relabelled_into_a_class_left_out_is_left_out_and_not_saved_as_relabelled(tmp_path):
+    root = make_class_tree(tmp_path / "data", {"cats": 8, "dogs": 8, "birds": 2}, size=(16, 16))
+    plain = tmp_path / "moves.txt"
+    plain.write_text("cats/cats_0.png,birds\n")
+    ds = _load(root, relabel=plain, min_images=4)  # birds (3 images with the move) is left out
+    assert ds.class_names == ["cats", "dogs"] and "cats/cats_0.png" not in _all(ds)
+    assert ds.review.relabelled == {}

@@ -271,3 +271,17 @@ def test_every_duplicate_group_lands_in_one_split():
         assert sum(map(len, splits.values())) == 120
         for s, f in (("validation", 0.2), ("test", 0.2)):
             assert abs(len(splits[s]) - 120 * f) <= 6
+
+
+def test_saved_splits_with_a_class_now_left_out_use_only_the_classes_kept(tmp_path):
+    import imgclf
+    from tests.imagefactory import make_class_tree
+
+    root = make_class_tree(tmp_path / "data", {"a": 8, "b": 8, "c": 3}, size=(16, 16))
+    first = imgclf.load_dataset(root, image_size=16, validation=0.25, test=0.25, progress=False)
+    first.save_splits(tmp_path / "splits")
+    ds = imgclf.load_dataset(root, image_size=16, splits=tmp_path / "splits", min_images=4, progress=False)
+    assert ds.class_names == ["a", "b"]
+    assert {r.label for s in ("train", "validation", "test") for r in ds.splits[s]} == {"a", "b"}
+    assert sorted(ds.counts().values()) == [8, 8] and len(ds.labels("train")) == len(ds.splits["train"])
+    assert any("belong to classes left out now" in w for w in ds.report.warnings)

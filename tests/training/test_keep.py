@@ -13,3 +13,15 @@ def test_the_best_epoch_is_the_highest_validation_accuracy_then_the_lowest_loss(
     bests = {"head": {"epoch": 3}, "fine_tune": {"epoch": 5}}
     assert kept_epochs(rows, bests, "best") == {"head": 3, "fine_tune": 5}
     assert kept_epochs(rows, bests, "last") == {"head": 4, "fine_tune": 5}
+
+
+def test_a_best_checkpoint_a_killed_attempt_left_is_replaced_by_the_rerun(tmp_path):
+    from imgclf.training.keep import remember
+
+    (tmp_path / "epoch-0007.keras").write_text("killed attempt")
+    remember(tmp_path, "epoch-0007.keras", {"epoch": 7, "val_accuracy": 0.9, "val_loss": 0.3}, "head", {})
+    (tmp_path / "epoch-0007.keras").unlink()
+    (tmp_path / "epoch-0007.keras").write_text("rerun")  # the epoch trained again after the kill
+    bests = {}
+    remember(tmp_path, "epoch-0007.keras", {"epoch": 7, "val_accuracy": 0.9, "val_loss": 0.3}, "head", bests)
+    assert (tmp_path / bests["head"]["checkpoint"]).read_text() == "rerun"

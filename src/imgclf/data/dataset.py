@@ -292,7 +292,11 @@ def scan_dataset(
     source = resolve_source(data, data_path=data_path, cache=cache, progress=progress)
     report = scan(source, cache=cache, progress=progress, decode=decode, classes=names)
     review = apply_review(report, exclude, relabel)
-    return source, report.keep_classes(min_images, named=names is not None), review
+    report = report.keep_classes(min_images, named=names is not None)
+    kept = set(report.class_names)
+    # a file given a class that is then left out is left out with it: nothing to apply again
+    review.relabelled = {p: move for p, move in review.relabelled.items() if move[1] in kept}
+    return source, report, review
 
 
 def load_dataset(

@@ -107,6 +107,7 @@ def apply_review(report: ScanReport, exclude=None, relabel=None) -> Review:
     classes = set(report.class_names)
     drop: dict[str, None] = {}
     moves: dict[str, str] = {}
+    unread = 0  # rows naming files of class folders the scan did not read (--classes)
     for kind, given in (("exclude", exclude), ("relabel", relabel)):
         if given is None:
             continue
@@ -117,6 +118,9 @@ def apply_review(report: ScanReport, exclude=None, relabel=None) -> Review:
             rel = _relative(p, report.root)
             where = f"{path}:{n}"
             if rel not in index:
+                if (report.root / rel).is_file():
+                    unread += 1
+                    continue
                 raise ConfigError(f"{where} names {p!r}, which is not an image of {report.root}; "
                                   "paths are relative to the data folder, as `imgclf audit` writes them")
             if is_csv:
@@ -151,6 +155,9 @@ def apply_review(report: ScanReport, exclude=None, relabel=None) -> Review:
             review.relabelled[rel] = (r.label, target)
             report.records[i] = dataclasses.replace(r, label=target)
     review.excluded = list(drop)
-    if not report.valid:
+    if unread:
+        report.warnings.append(f"{unread} row(s) of the reviewed lists name files of classes not read "
+                               "(see --classes); they are left as they are")
+    if review.excluded and not report.valid:
         raise DataError(f"the reviewed list {review.sources.get('exclude')} excludes every image of {report.root}")
     return review

@@ -137,10 +137,13 @@ def read_split_lists(folder: str | os.PathLike) -> dict[str, list[tuple[str, str
 
 
 def apply_split_lists(report: ScanReport, lists: dict[str, list[tuple[str, str]]]) -> dict[str, list[ImageRecord]]:
-    """Map saved split lists back onto a fresh scan; files now bad or gone are dropped."""
+    """Map saved split lists back onto a fresh scan; files now bad or gone, and files of classes
+    the scan left out (``--classes``, ``--min-images``), are dropped."""
     by_path = {r.path: r for r in report.records}
+    classes = set(report.class_names)
     splits: dict[str, list[ImageRecord]] = {}
     missing = []
+    other_class = 0
     for name, rows in lists.items():
         kept = []
         for label, path in rows:
@@ -150,9 +153,14 @@ def apply_split_lists(report: ScanReport, lists: dict[str, list[tuple[str, str]]
                 continue
             if r.label != label:
                 raise DataError(f"{path} was class {label!r} in the saved splits but is now in {r.label!r}")
-            if r.ok and not r.excluded:
+            if r.label not in classes:
+                other_class += r.ok
+            elif r.ok and not r.excluded:
                 kept.append(r)
         splits[name] = kept
+    if other_class:
+        report.warnings.append(f"{other_class} file(s) of the saved splits belong to classes left out now; "
+                               "they are not used")
     if missing and len(missing) == sum(len(v) for v in lists.values()):
         raise DataError(
             f"none of the files in the saved splits exist under {report.root}; is this the same data?"

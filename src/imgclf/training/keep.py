@@ -53,14 +53,14 @@ def remember(folder: Path, checkpoint: str, row: dict, stage: str, bests: dict) 
         return False
     name = f"{PREFIX}{stage}-{row['epoch']:04d}.keras"
     target = folder / name
-    if not target.exists():
-        tmp = folder / f"{TMP_PREFIX}{name}"  # removed by io.remove_partial if a kill leaves it
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(folder / checkpoint, tmp)
-        except OSError:  # no hard links on this file system: a copy
-            shutil.copyfile(folder / checkpoint, tmp)
-        os.replace(tmp, target)
+    # linked again even when it exists: one a killed attempt at this epoch left is stale
+    tmp = folder / f"{TMP_PREFIX}{name}"  # removed by io.remove_partial if a kill leaves it
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(folder / checkpoint, tmp)
+    except OSError:  # no hard links on this file system: a copy
+        shutil.copyfile(folder / checkpoint, tmp)
+    os.replace(tmp, target)
     bests[stage] = {"epoch": row["epoch"], "val_accuracy": row["val_accuracy"], "val_loss": row.get("val_loss"),
                     "checkpoint": name}
     return True

@@ -108,6 +108,10 @@ def _verbose(progress: bool) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+# the options of train() that go to load_dataset (when data is not an ImageDataset yet)
+DATA_OPTIONS = ("validation", "test", "fit", "interpolation", "cache_mode", "classes", "min_images", "exclude",
+                "relabel")
+
 def train(
     data: ImageDataset | str | os.PathLike | None = None,
     model: str = "mobilenet_v2",
@@ -128,9 +132,7 @@ def train(
 
     if "augment" in options:
         options["augment"] = _resolve_augment(options["augment"])
-    data_options = {k: options.pop(k) for k in ("validation", "test", "fit", "interpolation", "cache_mode",
-                                                 "classes", "min_images", "exclude", "relabel")
-                    if k in options}
+    data_options = {k: options.pop(k) for k in DATA_OPTIONS if k in options}
     try:
         cfg = TrainConfig(model=model, **options)
     except TypeError as e:
@@ -192,7 +194,9 @@ def _clear(run: Run) -> None:
 
     for name in ("checkpoints", "figures", "splits", "review"):
         shutil.rmtree(run.path / name, ignore_errors=True)
-    for name in ("config.json", "class_names.json", "model.keras", "history.csv", "metrics.json"):
+    shutil.rmtree(run.path / "tensorboard", ignore_errors=True)
+    for name in ("config.json", "class_names.json", "model.keras", "history.csv", "metrics.json",
+                 "tracking.json", "data_problems.json"):
         (run.path / name).unlink(missing_ok=True)
 
 
@@ -424,8 +428,9 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
                             verbose=int(dist.is_chief and verbose > 0), **fit_args)
         else:
             if cfg.early_stopping and val_data is not None:
+                # it only stops: which epoch's weights the stage ends with is ``keep``'s to say
                 callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
-                                                               restore_best_weights=True))
+                                                               restore_best_weights=False))
             train_model.fit(train_data, validation_data=val_data, epochs=end, initial_epoch=max(done, start),
                             class_weight=class_weight, callbacks=callbacks, verbose=verbose, shuffle=False,
                             **fit_args)
@@ -449,12 +454,14 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         if last_on_features and features is None:
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                         folder=run.cache_dir, progress=progress)
+        kept = keeping.kept_epochs(rows, bests, keep)
+        if verdict is not None and not verdict.get("kept", True):
+            kept.pop("fine_tune", None)  # the head stage's weights went back: its epoch is the one kept
         val_probs = _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
-                            fine_tune=verdict, progress=progress, kept=keeping.kept_epochs(rows, bests, keep),
-                            keep=keep)
+                            fine_tune=verdict, progress=progress, kept=kept, keep=keep)
         if trackers:
-            trackers.finish(run.metrics(), tracking.run_figures(run, ds.class_names, ds.labels("validation"),
-                                                                val_probs))
+            trackers.finish(run.metrics(), lambda: tracking.run_figures(run, ds.class_names,
+                                                                        ds.labels("validation"), val_probs))
     return run
 
 
