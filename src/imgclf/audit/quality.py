@@ -79,7 +79,7 @@ def feature_outliers(features: np.ndarray, paths: list[str], labels: list[str]) 
         return [], {"threshold": None}
     scores = OutOfDistribution({"k": k}).fit_score(features=x, verbose=False)
     # the score is exp(-distance / scale), bounded in (0, 1]: judged on the distance itself
-    dist = -np.log(np.maximum(scores, 1e-300))
+    dist = -np.log(np.maximum(np.asarray(scores, np.float64), 1e-300))  # float64: 1e-300 is 0 in float32
     med = float(np.median(dist))
     mad = float(np.median(np.abs(dist - med))) * 1.4826
     limit = float(np.exp(-(med + OUTLIER_MADS * mad)))
