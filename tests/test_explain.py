@@ -14,6 +14,7 @@ from tests.inference.conftest import test_images, trained_run  # noqa: F401  (fi
 
 
 @pytest.mark.parametrize("name", [s.name for s in list_models()])
+@pytest.mark.slow
 def test_every_registry_model_has_a_feature_map_and_gives_maps_of_the_input_size(name):
     spec = imgclf.models.get_spec(name)
     model = build_model(name, 3, 32, weights=None, seed=0).model
@@ -73,6 +74,7 @@ def _peaks_inside(run, ds, centres, margin):
     return hits, len(paths)
 
 
+@pytest.mark.slow
 def test_the_cnn_heatmap_peaks_on_the_planted_object(tmp_path):
     data, centres = _planted(tmp_path / "data", 64, 48)
     ds = imgclf.load_dataset(data, image_size=64, validation=0.2, test=0.3, progress=False)

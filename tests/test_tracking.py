@@ -10,6 +10,8 @@ import imgclf
 from imgclf import tracking
 from imgclf.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # left out of the fast loop (pytest -m 'not slow')
+
 # MLflow's usage reporting runs on a thread whose warnings.catch_warnings() would drop the
 # warnings these tests look for (and there is no network to send it to)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

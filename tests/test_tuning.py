@@ -64,6 +64,7 @@ def _ds(path):
 TINY = dict(image_size=32, weights=None, alpha=0.35, space={"epochs": {"low": 2, "high": 4}})
 
 
+@pytest.mark.slow
 def test_tune_searches_on_validation_resumes_and_trains_the_best(class_tree, tmp_path, monkeypatch):
     ds = _ds(class_tree)
     out = tmp_path / "run"
@@ -122,6 +123,7 @@ def test_tune_searches_on_validation_resumes_and_trains_the_best(class_tree, tmp
     assert again.run.path == out and "already tuned" in lines[-1]
 
 
+@pytest.mark.slow
 def test_a_model_without_a_frozen_backbone_says_the_cost_of_a_trial(class_tree, tmp_path):
     lines = []
     result = tuning.tune(_ds(class_tree), "cnn", trials=2, output=tmp_path / "run", progress=False,

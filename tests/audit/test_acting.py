@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from tests.audit.conftest import checksums
 
 
+@pytest.mark.slow
 def test_audit_writes_a_csv_to_fill_and_train_applies_it_and_records_it(planted, tmp_path, cli):
     root, kinds = planted
     before = checksums(root)

@@ -133,6 +133,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_every_export_loads_in_its_runtime_without_imgclf(exports, trained_run, tmp_path):
     ds = trained_run.dataset(progress=False)
     x = ds.images("test").astype(np.float32)

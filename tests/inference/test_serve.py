@@ -219,6 +219,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_imgclf_serve_command_end_to_end(trained_run, test_images):
     import httpx
 

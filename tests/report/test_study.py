@@ -8,6 +8,8 @@ import pytest
 from imgclf.errors import ConfigError
 from imgclf.report.study import StudyResult, study
 
+pytestmark = pytest.mark.slow  # left out of the fast loop (pytest -m 'not slow')
+
 MODELS = ["cnn_aug_pre", "mobilenet_v2"]
 
 

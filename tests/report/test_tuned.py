@@ -6,6 +6,8 @@ import pytest
 
 from imgclf.report.tuned import tune_rows, tune_sentence
 
+pytestmark = pytest.mark.slow  # left out of the fast loop (pytest -m 'not slow')
+
 pytest.importorskip("optuna")
 
 SEARCH = {"trials": 50, "pruned": 12, "best_trial": 31, "best_validation_accuracy": 0.981,

@@ -47,6 +47,7 @@ def test_split_lists_are_disjoint_and_reused(class_tree, tmp_path):
     assert [r.path for r in again.splits["test"]] == [r.path for r in ds.splits["test"]]
 
 
+@pytest.mark.slow
 def test_seeded_runs_repeat(class_tree, tmp_path):
     ds = _ds(class_tree)
     a = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "a", epochs=2, image_size=32, progress=False,
@@ -56,6 +57,7 @@ def test_seeded_runs_repeat(class_tree, tmp_path):
     np.testing.assert_allclose(a.history()["loss"], b.history()["loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_transfer_head_then_fine_tune(class_tree, tmp_path):
     ds = _ds(class_tree)
     run = imgclf.train(ds, "mobilenet_v2", output=tmp_path / "run", epochs=2, fine_tune=10, fine_tune_epochs=1,
@@ -73,6 +75,7 @@ def test_transfer_head_then_fine_tune(class_tree, tmp_path):
     assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
 
 
+@pytest.mark.slow
 def test_fine_tuning_is_recorded_against_the_head_stage(class_tree, tmp_path):
     ds = _ds(class_tree)
     run = imgclf.train(ds, "mobilenet_v2", output=tmp_path / "run", epochs=2, fine_tune=10, fine_tune_epochs=1,
@@ -284,6 +287,7 @@ def test_auto_precision(monkeypatch):
     assert trainer.resolve_precision("mixed_float16", get_spec("cnn")) == "mixed_float16"
 
 
+@pytest.mark.slow
 def test_mixed_transfer_model_is_saved_in_float32(class_tree, tmp_path):
     import keras
 
@@ -388,6 +392,7 @@ def _plain(run, split, ds):
     return np.asarray(run.model.predict(np.asarray(ds.decoded(32)[ds.indices(split)], np.float32), verbose=0))
 
 
+@pytest.mark.slow
 def test_the_saved_model_carries_the_temperature_and_resume_does_not_apply_it_twice(tmp_path, capsys):
     from imgclf import calibration
 
