@@ -34,3 +34,7 @@ class WeightsError(ImgclfError):
 
 class RunError(ImgclfError):
     """A run folder is missing, incomplete, or was written by an incompatible version."""
+
+
+class UsageError(ConfigError):
+    """The command line is missing something it needs (the parser prints its usage line too)."""

@@ -6,27 +6,29 @@ import os
 from pathlib import Path
 
 from . import figures, io
-from .data.dataset import ImageDataset, dataset_from_scan, scan_dataset
+from .config import DataConfig
+from .data.dataset import ImageDataset, data_config, dataset_from_scan, scan_dataset
 from .data.fingerprint import duplicate_counts
 from .data.scan import ScanReport, display_path
 from .data.split import SPLITS
 from .errors import DataError
 
 
-def inspect(data=None, output: str | os.PathLike | None = None, *, classes=None, min_images: int = 1,
-            exclude=None, relabel=None,
-            data_path=None, cache=None, progress: bool = True, k: int = 3, **split_options) -> dict:
+def inspect(data=None, output: str | os.PathLike | None = None, config: DataConfig | None = None, *,
+            image_size: int = 160, progress: bool = True, k: int = 3, **options) -> dict:
     """Scan and summarise a dataset without stopping at its first problem.
 
     The summary (see :func:`describe`) lists every problem found under ``problems``; when no
     model can be trained on the data, ``error`` says why (and there are no splits, figures or
     ``summary.json``).
     A folder that cannot be read at all still raises :class:`~imgclf.errors.DataError`.
+    ``config`` or ``options`` (fields of :class:`~imgclf.config.DataConfig`) as for
+    :func:`~imgclf.data.load_dataset`.
     """
-    source, report, review = scan_dataset(data, classes=classes, min_images=min_images, exclude=exclude,
-                                          relabel=relabel, data_path=data_path, cache=cache, progress=progress)
+    cfg = data_config(data, config, **options)
+    source, report, review = scan_dataset(cfg, progress=progress)
     try:
-        ds = dataset_from_scan(source, report, review=review, cache=cache, progress=progress, **split_options)
+        ds = dataset_from_scan(source, report, cfg, review=review, image_size=image_size, progress=progress)
     except DataError as e:
         summary = _report_summary(report)
         summary["error"] = str(e)

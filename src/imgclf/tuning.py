@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import io
-from .config import OPTIMIZERS, TrainConfig
+from .config import DATA_FIELDS, OPTIMIZERS, DataConfig, TrainConfig
 from .errors import ConfigError, first_line
 from .run import Run
 
@@ -239,7 +239,6 @@ def tune(data=None, model: str = "mobilenet_v2", *, trials: int = DEFAULT_TRIALS
     from .models import get_spec
     from .models.registry import check_image_size
     from .training import resume, train
-    from .training.trainer import DATA_OPTIONS
 
     op = optuna()
     say = echo if echo is not None else (print if progress else (lambda _: None))
@@ -265,12 +264,12 @@ def tune(data=None, model: str = "mobilenet_v2", *, trials: int = DEFAULT_TRIALS
         return TuneResult(resume(run.path, data=data if not isinstance(data, ImageDataset) else data.root,
                                  progress=progress), run.meta.get("tune") or {})
 
-    data_options = {k: options.pop(k) for k in DATA_OPTIONS if k in options}
+    data_options = {k: options.pop(k) for k in DATA_FIELDS if k in options and k != "seed"}
     image_size = check_image_size(spec, options.get("image_size"))
     if isinstance(data, ImageDataset):
         ds = data
     else:
-        ds = load_dataset(data, image_size=image_size, seed=options.get("seed", 42), progress=progress,
+        ds = load_dataset(data, image_size=image_size, seed=options.get("seed", DataConfig.seed), progress=progress,
                           **data_options)
     if not len(ds.indices("validation")):
         raise ConfigError("tune scores every trial on the validation split, and this dataset has none; "

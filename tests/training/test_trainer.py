@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import imgclf
-from imgclf.cli import _print_metrics
+from imgclf.cli import print_metrics
 from imgclf.errors import ConfigError, DataError, RunError
 from tests.conftest import MOBILENET_WEIGHTS, requires_weights, run_cli_subprocess
 
@@ -106,7 +106,7 @@ def test_fine_tuning_that_lowers_validation_accuracy_is_undone(class_tree, tmp_p
     np.testing.assert_allclose(imgclf.load(run.path).model.predict(images, verbose=0),
                                head_stage.predict(images, verbose=0), atol=1e-5)
     assert m["validation"]["accuracy"] == pytest.approx(h["val_accuracy"][3])
-    _print_metrics(run)
+    print_metrics(run)
     assert "the model keeps the head stage's weights" in capsys.readouterr().out
     legend = [t.get_text() for t in run.plot_history().findobj(matplotlib.text.Text)]
     assert "fine-tuning from epoch 5 (not kept: the model is the head stage's)" in legend
@@ -412,7 +412,7 @@ def test_the_saved_model_carries_the_temperature_and_resume_does_not_apply_it_tw
     np.testing.assert_allclose(calibrated, expected, atol=1e-4)
     assert run.metrics()["test"]["loss"] == pytest.approx(cal["test"]["after" if cal["applied"] else "before"]["nll"],
                                                           abs=1e-4)
-    _print_metrics(run)
+    print_metrics(run)
     assert "calibration: " in capsys.readouterr().out
     # killed after the last epoch, before the model was saved: resume calibrates once, the same way
     run.model_file.unlink()

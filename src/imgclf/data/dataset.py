@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
 
 import numpy as np
 
+from ..config import DATA_FIELDS, DataConfig
 from ..errors import ConfigError
 from ..io import write_json
 from .images import DEFAULT_FIT, as_size, load_image
@@ -272,27 +274,31 @@ def class_list(classes: str | list[str] | tuple[str, ...] | None) -> list[str] |
     return names
 
 
-def scan_dataset(
-    data: str | os.PathLike | None = None,
-    *,
-    classes: str | list[str] | None = None,
-    min_images: int = 1,
-    exclude: str | os.PathLike | None = None,
-    relabel: str | os.PathLike | None = None,
-    data_path: str | os.PathLike | None = None,
-    cache: str | os.PathLike | None = None,
-    progress: bool = True,
-    decode: tuple | None = None,
-) -> tuple[DataSource, ScanReport, Review]:
+def data_config(data=None, config: DataConfig | None = None, **overrides) -> DataConfig:
+    """``config`` (default: the defaults) with ``data`` as its source and keyword ``overrides``
+    (any field of :class:`~imgclf.config.DataConfig`), checked."""
+    cfg = dataclasses.replace(config) if config is not None else DataConfig()
+    if data is not None:
+        cfg.source = data
+    unknown = sorted(set(overrides) - set(DATA_FIELDS))
+    if unknown:
+        raise ConfigError(f"unexpected data option {unknown[0]!r}; see imgclf.config.DataConfig")
+    for name, value in overrides.items():
+        setattr(cfg, name, value)
+    return cfg.validate()
+
+
+def scan_dataset(config: DataConfig, *, progress: bool = True,
+                 decode: tuple | None = None) -> tuple[DataSource, ScanReport, Review]:
     """Find and scan a dataset, apply the reviewed lists (``exclude``, ``relabel``), and choose
     its classes: those of ``classes`` in that order, or every class folder with at least
     ``min_images`` usable images (the others are left out, with a warning in the report).
     Nothing is split yet; :func:`load_dataset` does both."""
-    names = class_list(classes)
-    source = resolve_source(data, data_path=data_path, cache=cache, progress=progress)
-    report = scan(source, cache=cache, progress=progress, decode=decode, classes=names)
-    review = apply_review(report, exclude, relabel)
-    report = report.keep_classes(min_images, named=names is not None)
+    names = class_list(config.classes)
+    source = resolve_source(config.source, data_path=config.data_path, cache=config.cache, progress=progress)
+    report = scan(source, cache=config.cache, progress=progress, decode=decode, classes=names)
+    review = apply_review(report, config.exclude, config.relabel)
+    report = report.keep_classes(config.min_images, named=names is not None)
     kept = set(report.class_names)
     # a file given a class that is then left out is left out with it: nothing to apply again
     review.relabelled = {p: move for p, move in review.relabelled.items() if move[1] in kept}
@@ -301,70 +307,47 @@ def scan_dataset(
 
 def load_dataset(
     data: str | os.PathLike | None = None,
+    config: DataConfig | None = None,
     *,
     image_size: int | tuple[int, int] = 160,
-    validation: float = 0.2,
-    test: float = 0.1,
-    seed: int = 42,
-    splits: str | os.PathLike | None = None,
-    data_path: str | os.PathLike | None = None,
-    cache: str | os.PathLike | None = None,
-    cache_mode: str = "disk",
-    interpolation: str = "bilinear",
-    fit: str = DEFAULT_FIT,
     progress: bool = True,
     predecode: bool = True,
-    classes: str | list[str] | None = None,
-    min_images: int = 1,
-    exclude: str | os.PathLike | None = None,
-    relabel: str | os.PathLike | None = None,
+    **options,
 ) -> ImageDataset:
     """Find, scan and split a dataset; the first step of everything else.
 
     ``data`` is a class-per-folder tree, a folder with train/ and validation/ (and maybe
     test/), a .zip or .tar.gz, a URL, or a known name (``cats_and_dogs_filtered``, the
-    default). ``splits`` reuses split lists saved by an earlier run instead of making new ones.
-    ``predecode`` lets the scan keep the pixels it decodes at ``image_size`` for
-    :meth:`ImageDataset.decoded` (one decode per file instead of two on a first run); turn
-    it off when the pixels will not be needed (``imgclf inspect``). ``classes`` (``"a,b,c"``
-    or a list) trains on those classes only, in that order; ``min_images`` leaves out classes
-    with fewer usable images (see :func:`scan_dataset`). ``exclude`` and ``relabel`` apply
-    reviewed lists (see :mod:`imgclf.data.review`): the files stay as they are.
+    default). ``config`` (a :class:`~imgclf.config.DataConfig`) or keyword ``options`` (its
+    fields: ``validation``, ``test``, ``seed``, ``splits``, ``fit``, ``classes``, ...) say how
+    it is split and brought to ``image_size``. ``splits`` reuses split lists saved by an
+    earlier run instead of making new ones. ``predecode`` lets the scan keep the pixels it
+    decodes at ``image_size`` for :meth:`ImageDataset.decoded` (one decode per file instead of
+    two on a first run); turn it off when the pixels will not be needed (``imgclf inspect``).
+    ``classes`` (``"a,b,c"`` or a list) trains on those classes only, in that order;
+    ``min_images`` leaves out classes with fewer usable images (see :func:`scan_dataset`).
+    ``exclude`` and ``relabel`` apply reviewed lists (see :mod:`imgclf.data.review`): the
+    files stay as they are.
     """
-    check_options(image_size, interpolation, fit, cache_mode)
-    decode = (image_size, interpolation, fit) if predecode and cache_mode != "none" else None
-    source, report, review = scan_dataset(data, classes=classes, min_images=min_images, exclude=exclude,
-                                          relabel=relabel, data_path=data_path, cache=cache,
-                                          progress=progress, decode=decode)
-    return dataset_from_scan(source, report, review=review, image_size=image_size, validation=validation,
-                             test=test, seed=seed, splits=splits, cache=cache, cache_mode=cache_mode,
-                             interpolation=interpolation, fit=fit, progress=progress)
+    cfg = data_config(data, config, **options)
+    check_options(image_size, cfg.interpolation, cfg.fit, cfg.cache_mode)
+    decode = (image_size, cfg.interpolation, cfg.fit) if predecode and cfg.cache_mode != "none" else None
+    source, report, review = scan_dataset(cfg, progress=progress, decode=decode)
+    return dataset_from_scan(source, report, cfg, review=review, image_size=image_size, progress=progress)
 
 
-def dataset_from_scan(
-    source: DataSource,
-    report: ScanReport,
-    *,
-    review: Review | None = None,
-    image_size: int | tuple[int, int] = 160,
-    validation: float = 0.2,
-    test: float = 0.1,
-    seed: int = 42,
-    splits: str | os.PathLike | None = None,
-    cache: str | os.PathLike | None = None,
-    cache_mode: str = "disk",
-    interpolation: str = "bilinear",
-    fit: str = DEFAULT_FIT,
-    progress: bool = True,
-) -> ImageDataset:
+def dataset_from_scan(source: DataSource, report: ScanReport, config: DataConfig, *, review: Review | None = None,
+                      image_size: int | tuple[int, int] = 160, progress: bool = True) -> ImageDataset:
     """Split a scanned dataset (``DataError`` when nothing can be trained on it)."""
     report.check_usable()
-    if splits is not None:
-        assigned = apply_split_lists(report, read_split_lists(splits))
+    if config.splits is not None:
+        assigned = apply_split_lists(report, read_split_lists(config.splits))
     else:
-        assigned = make_splits(report, validation=validation, test=test, seed=seed)
-    ds = ImageDataset(source, report, assigned, image_size=image_size, interpolation=interpolation,
-                      fit=fit, seed=seed, cache=cache, cache_mode=cache_mode, progress=progress)
-    ds.fractions = {"validation": validation, "test": test}
+        assigned = make_splits(report, validation=config.validation, test=config.test, seed=config.seed)
+    ds = ImageDataset(source, report, assigned, image_size=image_size, interpolation=config.interpolation,
+                      fit=config.fit, seed=config.seed, cache=config.cache, cache_mode=config.cache_mode,
+                      progress=progress)
+    ds.fractions = {"validation": config.validation, "test": config.test}
     ds.review = review or Review()
+    ds.config = config
     return ds

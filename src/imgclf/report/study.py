@@ -22,6 +22,7 @@ rewritten after every model, so a half-finished study already has one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -34,6 +35,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .. import __version__, figures, io
+from ..config import DATA_FIELDS, STUDY_EPOCHS, DataConfig, StudyConfig, TrainConfig, merge
 from ..data.dataset import ImageDataset, load_dataset
 from .health import data_health
 from ..data.split import SPLITS, read_split_lists
@@ -96,41 +98,38 @@ def _check_models(models: str | Iterable[str]) -> list[str]:
     return names
 
 
-def _check_int(name: str, value, minimum: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be a whole number >= {minimum}; got {value!r}")
+# the options study() hands to each model itself (the others go as they are, in train_options)
+_SHARED = ("model", "epochs", "image_size", "fine_tune", "fine_tune_epochs", "weights", "alpha", "batch_size",
+           "seed", "track", "data")
+
+
+def _changed(cfg, default, *, skip=()) -> dict:
+    """The fields of ``cfg`` that differ from ``default``'s."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.name not in skip and getattr(cfg, f.name) != getattr(default.validate(), f.name)}
 
 
 def study(
     data: ImageDataset | str | os.PathLike | None = None,
+    config: TrainConfig | None = None,
     *,
     models: str | Iterable[str] = DEFAULT_MODELS,
     output: str | os.PathLike = "imgclf-study",
-    epochs: int = 20,
-    image_size: int | None = None,
-    fine_tune: int = 0,
-    fine_tune_epochs: int | None = None,
-    weights: str | os.PathLike | None = "imagenet",
-    alpha: float | None = None,
-    batch_size: int = 32,
-    seed: int = 42,
     download_weights: bool = True,
     title: str | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     train_options: dict | None = None,
-    track: str | Iterable[str] | None = None,
     tune: bool = False,
     tune_trials: int = 50,
-    **data_options,
+    **options,
 ) -> StudyResult:
     """Train and compare ``models`` on ``data`` and write the report into ``output``.
 
     ``data`` is an :class:`ImageDataset` or anything :func:`load_dataset` takes (``None``:
-    ``cats_and_dogs_filtered``); ``data_options`` go to :func:`load_dataset` (``validation``,
-    ``test``, ``data_path``, ``cache``, ``cache_mode``, ``fit``, ``interpolation``, ``splits``).
+    ``cats_and_dogs_filtered``). ``config`` (a :class:`~imgclf.config.TrainConfig`; default:
+    the defaults with 20 epochs) holds the options every model shares, and keyword ``options``
+    override its fields or its data's (``epochs``, ``validation``, ``fit``, ``splits``, ...).
     ``image_size`` applies to every model (default: each model's own). ``fine_tune``,
     ``fine_tune_epochs``, ``weights`` and ``alpha`` apply to the transfer models only.
     With ``download_weights=False`` pretrained weights are taken from the Keras cache only.
@@ -142,18 +141,16 @@ def study(
     ``tune`` searches each transfer model's options first (``tune_trials`` trials on its cached
     features, :func:`imgclf.tuning.tune`) and trains the best; the report shows the search.
     """
-    from .. import tracking
-    from ..augment_preview import augment_preview
-    from ..models import get_spec
-    from ..overview import describe
-
+    StudyConfig(models=None if isinstance(models, tuple) else models, title=title, tune=tune,
+                tune_trials=tune_trials, download_weights=download_weights).validate()
+    cfg = merge(config if config is not None else TrainConfig(epochs=STUDY_EPOCHS), options, where="study()")
+    data_options = {k: v for k, v in options.items() if k in DATA_FIELDS and k != "seed"}
+    if config is not None:
+        data_options.update(_changed(config.data, DataConfig(), skip=("source", "root", "seed")))
+    train_options = {**_changed(cfg, TrainConfig(epochs=cfg.epochs), skip=_SHARED), **(train_options or {})}
+    epochs, image_size, fine_tune, fine_tune_epochs = cfg.epochs, cfg.image_size, cfg.fine_tune, cfg.fine_tune_epochs
+    weights, alpha, batch_size, seed, track = cfg.weights, cfg.alpha, cfg.batch_size, cfg.seed, cfg.track
     names = _check_models(models)
-    _check_int("epochs", epochs, 1)
-    _check_int("image size", image_size, 8)
-    _check_int("fine-tune layers", fine_tune, 0)
-    _check_int("fine-tune epochs", fine_tune_epochs, 1)
-    _check_int("batch size", batch_size, 1)
-    _check_int("tune trials", tune_trials, 1)
     track = tracking.check(track)
     if track:
         train_options = {**(train_options or {}), "track": track}

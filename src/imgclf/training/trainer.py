@@ -10,6 +10,7 @@ from the last finished epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -19,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, figures, io, tracking
-from ..config import CONFIG_FORMAT, DataConfig, TrainConfig
+from ..config import CONFIG_FORMAT, TrainConfig, merge
 from ..data.dataset import ImageDataset, load_dataset
-from ..errors import ConfigError, RunError, first_line
+from ..errors import RunError, first_line
+from ..models import AugmentConfig, build_model, get_spec
+from ..models.registry import check_image_size
 from ..run import Run, read_history, write_history
 from . import keep as keeping
 
@@ -37,8 +40,6 @@ def _default_output(model: str) -> Path:
 
 
 def _resolve_augment(value):
-    from ..models import AugmentConfig
-
     if isinstance(value, AugmentConfig):
         return value.to_dict()
     if isinstance(value, str) and value not in ("default",):
@@ -47,8 +48,6 @@ def _resolve_augment(value):
 
 
 def _augment_arg(value):
-    from ..models import AugmentConfig
-
     if isinstance(value, dict):
         return AugmentConfig.from_dict(value)
     return value
@@ -108,13 +107,9 @@ def _verbose(progress: bool) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-# the options of train() that go to load_dataset (when data is not an ImageDataset yet)
-DATA_OPTIONS = ("validation", "test", "fit", "interpolation", "cache_mode", "classes", "min_images", "exclude",
-                "relabel")
-
 def train(
     data: ImageDataset | str | os.PathLike | None = None,
-    model: str = "mobilenet_v2",
+    config: TrainConfig | str | None = None,
     *,
     output: str | os.PathLike | None = None,
     progress: bool = True,
@@ -124,20 +119,15 @@ def train(
     record: dict | None = None,
     **options,
 ) -> Run:
-    """Train ``model`` on ``data`` and return the :class:`Run`; every option of
-    :class:`~imgclf.config.TrainConfig` can be passed by name (``epochs=20``, ``fine_tune=30``).
+    """Train on ``data`` as ``config`` (a :class:`~imgclf.config.TrainConfig`, or a model name)
+    says and return the :class:`Run`; every field of ``TrainConfig`` or of its ``DataConfig``
+    can be given by name too (``epochs=20``, ``fine_tune=30``, ``validation=0.1``).
     ``record`` adds entries to config.json (``{"tune": ...}``: the search that chose the options)."""
-    from ..models import get_spec
-    from ..models.registry import check_image_size
-
-    if "augment" in options:
-        options["augment"] = _resolve_augment(options["augment"])
-    data_options = {k: options.pop(k) for k in DATA_OPTIONS if k in options}
-    try:
-        cfg = TrainConfig(model=model, **options)
-    except TypeError as e:
-        raise ConfigError(str(e).replace("__init__()", "train()")) from None
-    cfg.validate()
+    if isinstance(config, str):  # train(ds, "cnn", ...)
+        options.setdefault("model", config)
+        config = None
+    cfg = merge(config, options, where="train()")
+    cfg.augment = _resolve_augment(cfg.augment)
     cfg.track = tracking.check(cfg.track)  # a missing package is said before any work
     dist = _distribution(cfg, workers, worker_index)
     spec = get_spec(cfg.model)
@@ -149,12 +139,12 @@ def train(
     if isinstance(data, ImageDataset):
         ds = data
     else:
-        ds = load_dataset(data, image_size=image_size, seed=cfg.seed, progress=progress, **data_options)
+        ds = load_dataset(data, cfg.data, image_size=image_size, progress=progress)
     cfg.image_size = image_size
-    cfg.data = DataConfig(source=ds.source.origin, root=str(ds.root), validation=ds.fractions["validation"],
-                          test=ds.fractions["test"], seed=ds.seed, fit=ds.fit,
-                          interpolation=ds.interpolation, cache_mode=ds.cache_mode,
-                          exclude=ds.review.sources.get("exclude"), relabel=ds.review.sources.get("relabel"))
+    cfg.data = dataclasses.replace(
+        cfg.data, source=ds.source.origin, root=str(ds.root), validation=ds.fractions["validation"],
+        test=ds.fractions["test"], seed=ds.seed, fit=ds.fit, interpolation=ds.interpolation,
+        cache_mode=ds.cache_mode, exclude=ds.review.sources.get("exclude"), relabel=ds.review.sources.get("relabel"))
     run = Run(output if output is not None else _default_output(cfg.model))
     if not dist.is_chief:
         built = _build(cfg, ds.num_classes, dist)
@@ -218,8 +208,6 @@ def resume(run_dir: str | os.PathLike, *, data=None, progress: bool = True,
     if ds.class_names != run.class_names:
         raise RunError(f"the data now has classes {ds.class_names}, the run was started with {run.class_names}")
     if cfg.precision == "auto":  # a config written by hand: resolve it as a new run would
-        from ..models import get_spec
-
         cfg.precision = resolve_precision(cfg.precision, get_spec(cfg.model))
     built = _build(cfg, ds.num_classes, dist)
     return _fit(run, cfg, ds, built, dist, progress=progress and dist.is_chief)
@@ -254,8 +242,6 @@ def _build(cfg: TrainConfig, num_classes: int, dist):
 def _build_in(precision: str, cfg: TrainConfig, num_classes: int, *, weights):
     """The model ``cfg`` describes, its layers computing in ``precision``; the global policy is
     left as it was (layers keep the policy they are built with)."""
-    from ..models import build_model
-
     keras = _keras()
     before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)

@@ -1,7 +1,4 @@
-"""Command-line commands for this part of imgclf (parsing only; they call the Python API).
-
-``imgclf predict``, ``imgclf export`` and ``imgclf serve``.
-"""
+"""``imgclf predict``, ``imgclf export`` and ``imgclf serve``: a trained run put to use."""
 
 from __future__ import annotations
 
@@ -9,24 +6,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import io
+from ..errors import ConfigError
+from ..inference.export import FORMATS, QUANTIZE, export
+from ..inference.predict import predict
+from ..inference.serve import (DEFAULT_HOST, DEFAULT_LIMIT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS,
+                               DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_TOP_K, serve)
+from ..run import load
+from .common import quiet_python_logs
+
 PREDICT_FORMATS = ("table", "csv", "json")
-
-
-def _quiet_python_logs() -> None:
-    """TensorFlow's Python-side notices (retracing) and tf2onnx's INFO lines stay off the terminal."""
-    import logging
-
-    for name in ("tensorflow", "tf2onnx", "absl"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # -- predict ----------------------------------------------------------------------------
 
 def cmd_predict(args) -> int:
-    from ..errors import ConfigError
-    from ..run import load
-    from .predict import predict
-
     fmt = args.format
     if fmt is None:
         suffix = Path(args.output).suffix.lower().lstrip(".") if args.output else ""
@@ -34,7 +28,7 @@ def cmd_predict(args) -> int:
     fmt = fmt.lower()
     if fmt not in PREDICT_FORMATS:
         raise ConfigError(f"unknown --format {args.format!r}; choose one of {', '.join(PREDICT_FORMATS)}")
-    _quiet_python_logs()
+    quiet_python_logs()
     run = load(args.run)
     results = predict(run, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                       progress=not args.quiet, tta=args.tta, explain=args.explain)
@@ -45,8 +39,6 @@ def cmd_predict(args) -> int:
     else:
         text = results.table() + "\n"
     if args.output:
-        from .. import io
-
         io.write_text(args.output, text)
         n_err = len(results.errors)
         print(f"{len(results)} predictions written to {args.output}"
@@ -64,9 +56,7 @@ def cmd_predict(args) -> int:
 # -- export -----------------------------------------------------------------------------
 
 def cmd_export(args) -> int:
-    from .export import export
-
-    _quiet_python_logs()
+    quiet_python_logs()
     result = export(args.run, args.format, quantize=args.quantize, output=args.output, name=args.name,
                     check=not args.no_check, strict=not args.no_strict)
     print(f"exported  {result.path}")
@@ -82,9 +72,7 @@ def cmd_export(args) -> int:
 # -- serve ------------------------------------------------------------------------------
 
 def cmd_serve(args) -> int:
-    from .serve import serve
-
-    _quiet_python_logs()
+    quiet_python_logs()
     serve(args.run, host=args.host, port=args.port, log_level=args.log_level,
           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
           max_batch=args.max_batch, max_queue=args.max_queue, top_k=args.top_k,
@@ -92,12 +80,8 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub) -> None:
     """Register ``predict``, ``export`` and ``serve`` on the ``imgclf`` parser."""
-    from .export import FORMATS, QUANTIZE
-    from .serve import (DEFAULT_HOST, DEFAULT_LIMIT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS,
-                        DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_TOP_K)
-
     fmt = argparse.RawDescriptionHelpFormatter
 
     p = sub.add_parser(
