@@ -5,56 +5,43 @@
     run = imgclf.train(ds, model="mobilenet_v2", epochs=10)
     run.evaluate()                                       # metrics + figures in the run folder
     run.plot_history()                                   # a matplotlib Figure (inline in notebooks)
+
+This module is the composition root: it re-exports the public API and attaches the
+conveniences (``run.evaluate()``, ``run.predict()``, ``ds.audit()``, ...) to the classes of the
+lower layers, which know nothing of the stages above them.
 """
 
-__version__ = "0.1.0"
+from .audit import audit as _audit
+from .config import DataConfig, StudyConfig, TrainConfig
+from .data import ImageDataset, load_dataset, load_image
+from .data.dataset import run_dataset
+from .errors import ConfigError, DataError, ImgclfError, RunError, WeightsError
+from .evaluation import evaluate_run
+from .explain import explain as _explain
+from .inference.export import export as _export
+from .inference.predict import predict as _predict
+from .models import build_model, list_models
+from .report.study import study
+from .run import Run, load
+from .training import resume, train
+from .version import __version__
 
-from .data import ImageDataset, load_dataset, load_image  # noqa: E402
-from .errors import ConfigError, DataError, ImgclfError, RunError, WeightsError  # noqa: E402
-from .run import Run, load  # noqa: E402
-
-
-def train(data=None, model: str = "mobilenet_v2", **options) -> Run:
-    """Train ``model`` on ``data`` (an :class:`ImageDataset` or anything :func:`load_dataset` takes)."""
-    from .training import train as _train
-
-    return _train(data, model, **options)
-
-
-def resume(run, **options) -> Run:
-    """Carry on an interrupted run."""
-    from .training import resume as _resume
-
-    return _resume(run, **options)
-
-
-def build_model(name: str, num_classes: int, image_size=None, **options):
-    """Build a registry model (see :func:`list_models`)."""
-    from .models import build_model as _build
-
-    return _build(name, num_classes, image_size, **options)
-
-
-def study(data=None, **options):
-    """Train and compare several models on one dataset and write the report (see ``imgclf study``)."""
-    from .report.study import study as _study
-
-    return _study(data, **options)
-
-
-def list_models():
-    from .models import list_models as _list
-
-    return _list()
+# (the names imgclf.audit and imgclf.explain stay the modules'; their functions are attached)
+Run.dataset = run_dataset
+Run.evaluate = evaluate_run
+Run.explain = _explain
+Run.predict = _predict
+Run.export = _export
+ImageDataset.audit = _audit
 
 
 def evaluate(run, split: str = "test", **options) -> dict:
     """Evaluate a run folder (or :class:`Run`) on one of its splits."""
-    return (run if isinstance(run, Run) else load(run)).evaluate(split, **options)
+    return evaluate_run(run if isinstance(run, Run) else load(run), split, **options)
 
 
 __all__ = [
-    "ConfigError", "DataError", "ImageDataset", "ImgclfError", "Run", "RunError", "WeightsError",
-    "__version__", "build_model", "evaluate", "list_models", "load", "load_dataset", "load_image",
-    "resume", "study", "train",
+    "ConfigError", "DataConfig", "DataError", "ImageDataset", "ImgclfError", "Run", "RunError", "StudyConfig",
+    "TrainConfig", "WeightsError", "__version__", "build_model", "evaluate", "list_models", "load",
+    "load_dataset", "load_image", "resume", "study", "train",
 ]

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from . import figures
+from .models import AugmentConfig, build_augmentation
 
 
 def augment_preview(ds, output: str | os.PathLike, *, augment="flip=horizontal,rotation=0.2",
                     seed: int = 42, split: str = "train") -> list[Path]:
     """Write ``augment_flip.png``, ``augment_rotation.png`` and ``augment_stack.png``."""
-    from .models import AugmentConfig, build_augmentation
-
     cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig.parse(augment or "none")
     records = ds.records(split)
     pick = random.Random(seed).randrange(len(records))

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from . import figures
 from .errors import ImgclfError
 
 ECE_BINS = 15
@@ -203,8 +204,6 @@ def temper_model(model, temperature: float) -> None:
 
 def diagram(result: dict, probs, labels, split: str = "validation"):
     """The reliability diagram of ``split`` before and after the temperature of ``result``."""
-    from . import figures
-
     t = result["temperature"]
     after_heading = f"after, T = {t:.2f}" + ("" if result.get("applied") else " (not kept)")
     panels = [(f"{split} before", reliability(probs, labels), result[split]["before"]["ece"]),
@@ -232,7 +231,5 @@ def calibrate_model(model, splits: dict, *, figure=None, min_images: int = MIN_I
     if result["applied"]:
         temper_model(model, result["temperature"])
     if figure is not None:
-        from . import figures
-
         result["figure"] = str(figures.save(diagram(result, val[0], val[1]), figure))
     return result

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from .errors import ConfigError, RunError
 
 CONFIG_FORMAT = 1
+DEFAULT_SEED = 42
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
@@ -145,10 +146,11 @@ class Option:
     cli: bool = True  # False: set by imgclf itself, not an argument
     metavar: str | None = None
     group: str | None = None  # "data": offered with the data options of every command
-    study: bool = False  # offered by `imgclf study` and `imgclf demo` too
+    study: bool = True  # offered by `imgclf study` and `imgclf demo` too (for every model of it)
     convert: Any = None  # normalises what the user gave (a string from the command line) first
     show_default: bool = True  # say "(default X)" in the help
     label: str | None = None  # how messages name it (default: the name, spaces for underscores)
+    transfer: bool = False  # applies to transfer models only (a study gives it to those alone)
 
 
 def option(default, help: str, *allowed, **kwargs):
@@ -226,7 +228,7 @@ class DataConfig(_Validated):
                                    convert=_path)
     validation: float = option(0.2, "validation fraction (class-per-folder data)", FRACTION)
     test: float = option(0.1, "test fraction (class-per-folder data)", FRACTION)
-    seed: int = option(42, "seed for splits, shuffling and initialisation", Interval(int, 0), study=True)
+    seed: int = option(DEFAULT_SEED, "seed for splits, shuffling and initialisation", Interval(int, 0))
     splits: str | None = option(None, "reuse the split lists in this folder (e.g. RUN/splits)", None, Text(),
                                 convert=_path)
     classes: list | None = option(None, "use only these class folders, in this order", None, Names(),
@@ -253,9 +255,9 @@ class TrainConfig(_Validated):
     """Every option of a training run. ``None`` means "the model's default"."""
 
     model: str = option("mobilenet_v2", "registry name (see `imgclf models`)", Text(), flags=("-m", "--model"),
-                        show_default=False)
-    epochs: int = option(10, "epochs (for transfer models: of the head)", POSITIVE, study=True)
-    batch_size: int = option(32, "images per training step", POSITIVE, study=True)
+                        show_default=False, study=False)
+    epochs: int = option(10, "epochs (for transfer models: of the head)", POSITIVE)
+    batch_size: int = option(32, "images per training step", POSITIVE)
     image_size: int | None = option(None, "square input size in pixels (default: the model's)", None,
                                     Interval(int, 8), group="data")
     optimizer: str = option("adam", "optimizer", OneOf(*OPTIMIZERS))
@@ -266,35 +268,36 @@ class TrainConfig(_Validated):
     class_weight: str | None = option(None, "weight classes by inverse frequency", None, OneOf("balanced"))
     early_stopping: int | None = option(None, "stop when validation loss stalls for PATIENCE epochs", None,
                                         POSITIVE, metavar="PATIENCE")
-    fine_tune: int = option(0, "then unfreeze the top N backbone layers and train on", COUNT, metavar="N",
-                            study=True)
+    fine_tune: int = option(0, "then unfreeze the top N backbone layers and train on", COUNT, metavar="N", transfer=True)
     fine_tune_epochs: int | None = option(None, "epochs of fine-tuning (default: half of --epochs)", None,
-                                          POSITIVE, study=True)
+                                          POSITIVE, transfer=True)
     # Fine-tuning runs at this fraction of ``learning_rate``. The head trains on cached features
     # at 1e-3 (ten times the Keras tutorial's 1e-4, as its epochs are cheap), so a hundredth of
     # that is the tutorial's "a tenth of the base rate", 1e-5; a tenth of 1e-3 undoes the head's
     # progress on small datasets (measured on cats_and_dogs_filtered).
     fine_tune_lr_factor: float = option(0.01, "fine-tuning learning rate as a fraction of --learning-rate",
-                                        Interval(float, 0, 1, closed="right"))
-    seed: int = option(42, "seed for shuffling and initialisation", Interval(int, 0), cli=False)
+                                        Interval(float, 0, 1, closed="right"), transfer=True)
+    seed: int = option(DEFAULT_SEED, "seed for shuffling and initialisation", Interval(int, 0), cli=False)
     deterministic: bool = option(False, "deterministic ops (slower)", Boolean())
     alpha: float | None = option(None, "MobileNet width multiplier", None, Interval(float, 0, closed="neither"),
-                                 study=True)
+                                 transfer=True)
     weights: str | None = option("imagenet", "backbone weights: imagenet, none, or an .h5 FILE", None, Text(),
-                                 convert=_weights, study=True)
+                                 convert=_weights, transfer=True)
     augment: Any = option("default", "augmentation: 'none' or e.g. flip=horizontal,rotation=0.2,zoom=0.1 "
-                                     "(default: the model's own)", show_default=False)
+                                     "(default: the model's own)", show_default=False,
+                          study=False)
     dropout: float | None = option(None, "dropout rate before the classifier", None, FRACTION)
-    hidden_units: int = option(0, "transfer models: a Dense(relu) layer this wide before the classifier", COUNT)
+    hidden_units: int = option(0, "transfer models: a Dense(relu) layer this wide before the classifier", COUNT,
+                               transfer=True)
     weight_decay: float | None = option(None, "decoupled weight decay (default: the optimizer's)", None, FRACTION)
-    pooling: str = option("avg", "how the backbone's feature map is pooled", OneOf("avg", "max"))
+    pooling: str = option("avg", "how the backbone's feature map is pooled", OneOf("avg", "max"), transfer=True)
     # fit a temperature on the validation split after training and build it into the saved
     # model, unless it raises the validation ECE (imgclf.calibration)
     calibrate: bool = option(True, "fit a temperature on the validation split and build it into the saved "
                                    "model (kept only if it lowers validation ECE)", Boolean())
-    feature_cache: bool = option(True, "train a frozen backbone's head on features computed once", Boolean())
+    feature_cache: bool = option(True, "train a frozen backbone's head on features computed once", Boolean(), transfer=True)
     views: int = option(2, "cached views per image for a frozen backbone when augmenting: the plain image and "
-                           "augmented ones", POSITIVE)
+                           "augmented ones", POSITIVE, transfer=True)
     # "auto": bfloat16 compute (float32 weights) for models trained end to end from scratch
     # on a CPU with native bfloat16 (AVX512-BF16 or AMX; about twice as fast there), float32
     # otherwise. Resolved when a run starts and recorded; the saved model is float32 always.
@@ -306,7 +309,7 @@ class TrainConfig(_Validated):
     keep: str = option("best", "end each stage with the weights of its best validation epoch, or its last",
                        OneOf(*KEEP))
     track: list = option([], "log the run to TensorBoard (RUN/tensorboard/) and/or MLflow ($MLFLOW_TRACKING_URI)",
-                         ListOf(*TRACKERS), metavar="tensorboard,mlflow", convert=_names, study=True)
+                         ListOf(*TRACKERS), metavar="tensorboard,mlflow", convert=_names)
     data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> "TrainConfig":
@@ -371,6 +374,7 @@ def _from_dict(cls, d: dict, where: str):
 
 DATA_FIELDS = tuple(f.name for f in fields(DataConfig))
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "data")
+TRANSFER_ONLY = tuple(f.name for f in fields(TrainConfig) if spec_of(f) is not None and spec_of(f).transfer)
 
 
 def merge(base: TrainConfig | None, overrides: dict, *, where: str = "train()") -> TrainConfig:

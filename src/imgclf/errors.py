@@ -38,3 +38,11 @@ class RunError(ImgclfError):
 
 class UsageError(ConfigError):
     """The command line is missing something it needs (the parser prints its usage line too)."""
+
+
+class ImageTooLargeError(ImgclfError):
+    """An image whose pixel count is over the limit (a decompression bomb, or just too big)."""
+
+
+class ExplainError(ImgclfError):
+    """A heatmap cannot be made for this model (no convolutional layer, a graph that is not a chain)."""

@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImgclfError
+from . import figures, io
+from .errors import ConfigError, DataError, ExplainError
+from .inference.inputs import decode, describe_error, expand_inputs, resolve_run
 
 OVERLAY_ALPHA = 0.55
 COLORMAP = "jet"  # as the keras.io recipe
 
 
-class ExplainError(ImgclfError):
-    """A heatmap cannot be made for this model (no convolutional layer, a graph that is not a chain)."""
 
 
 def _is_conv(layer) -> bool:
@@ -196,13 +196,11 @@ class Explanation:
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
 
-        from . import figures
-
-        fig = figures._figure((7.4, 3.9))
+        fig = figures.new_figure((7.4, 3.9))
         a, b = fig.subplots(1, 2)
-        figures._show(a, self.image)
+        figures.show_image(a, self.image)
         a.set_title(Path(self.name).name[:40], fontsize=figures.STYLE["tick"])
-        figures._show(b, self.overlay)
+        figures.show_image(b, self.overlay)
         b.set_title(f"Grad-CAM: {self.class_name} ({self.probability:.0%})", fontsize=figures.STYLE["tick"])
         bar = fig.colorbar(ScalarMappable(Normalize(0, 1), COLORMAP), ax=b, fraction=0.046, pad=0.03)
         bar.ax.tick_params(labelsize=figures.STYLE["small"])
@@ -215,8 +213,6 @@ class Explanation:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the overlay PNG atomically."""
-        from . import io
-
         return io.write_bytes(path, self.png())
 
     def __iter__(self):
@@ -226,20 +222,17 @@ class Explanation:
 def explainer_for(run) -> GradCAM:
     """The :class:`GradCAM` of a run's model, made once per loaded model."""
     model = run.model
-    cached = getattr(run, "_gradcam", None)
+    cached = run.memo.get("gradcam")
     if cached is None or cached.model is not model:
         cached = GradCAM(model)
-        run._gradcam = cached
+        run.memo["gradcam"] = cached
     return cached
 
 
 def explain(run, image, class_name: str | None = None):
     """The :class:`Explanation` of ``image`` (a path, bytes, PIL image or array; a list gives a
     list) for ``class_name`` (default: the predicted class), with the run's own decoding."""
-    from .inference.predict import _resolve_run, decode, describe_error, expand_inputs
-    from .errors import ConfigError, DataError
-
-    run = _resolve_run(run)
+    run = resolve_run(run)
     names = run.class_names
     if class_name is not None and class_name not in names:
         raise ConfigError(f"unknown class {class_name!r}; the run's classes are: {', '.join(names)}")

@@ -111,7 +111,7 @@ def sample_grid(images_by_class: Mapping[str, Sequence[np.ndarray]], title: str 
     lists = [list(v) for v in images_by_class.values()]
     n_total = len(classes)
     if n_total == 0:
-        return _message_figure("no classes to show", title)
+        return message_figure("no classes to show", title)
 
     k_wanted = max(1, min(10, max(len(v) for v in lists)))
     max_w, max_h = STYLE["max_width"], STYLE["max_height"]
@@ -150,7 +150,7 @@ def sample_grid(images_by_class: Mapping[str, Sequence[np.ndarray]], title: str 
     heading = title
     if shown < n_total:
         heading = f"{title or 'samples'} (first {shown} of {n_total} classes)"
-    fig = _figure((cell * (groups * k + gap * (groups - 1)) + 0.15,
+    fig = new_figure((cell * (groups * k + gap * (groups - 1)) + 0.15,
                    rows * _row_height(cell, title_size) + _heading_height(heading)))
     gs = fig.add_gridspec(rows, len(width_ratios), width_ratios=width_ratios)
     chars = max(6, int(cell * 72 / (title_size * 0.62)))
@@ -169,7 +169,7 @@ def sample_grid(images_by_class: Mapping[str, Sequence[np.ndarray]], title: str 
             continue
         for j, img in enumerate(imgs):
             ax = fig.add_subplot(gs[r, col0 + j])
-            _show(ax, img)
+            show_image(ax, img)
             ax.set_title(_short(name, chars), fontsize=title_size, color=STYLE["text"], pad=3)
 
     if heading:
@@ -181,14 +181,14 @@ def augmentation_grid(images: Sequence[np.ndarray], title: str) -> Figure:
     """Augmented versions of one image in a 3-column grid (3x3 for nine); the first is the original."""
     images = list(images)
     if not images:
-        return _message_figure("no images to show", title)
+        return message_figure("no images to show", title)
     ncols = min(3, len(images))
     nrows = math.ceil(len(images) / ncols)
     cell = min(3.0, STYLE["max_height"] / nrows)
-    fig = _figure((cell * ncols + 0.15, nrows * _row_height(cell, STYLE["label"]) + _heading_height(title)))
+    fig = new_figure((cell * ncols + 0.15, nrows * _row_height(cell, STYLE["label"]) + _heading_height(title)))
     for i, img in enumerate(images):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        _show(ax, img)
+        show_image(ax, img)
         ax.set_title("original" if i == 0 else f"augmented {i}", fontsize=STYLE["label"],
                      color=STYLE["text"] if i == 0 else STYLE["muted"],
                      fontweight="bold" if i == 0 else "normal", pad=3)
@@ -223,7 +223,7 @@ def top_losses(
     if n and (np.nanmin(conf) < 0 or np.nanmax(conf) > 1):
         raise ValueError(f"confidence must be probabilities in [0, 1]; got values from {np.nanmin(conf)} to {np.nanmax(conf)}")
     if n == 0:
-        return _message_figure("no misclassified images", title)
+        return message_figure("no misclassified images", title)
 
     max_cols = 4 if n <= 16 else 6 if n <= 36 else 8
     nrows = math.ceil(n / max_cols)
@@ -234,10 +234,10 @@ def top_losses(
     a, b = names
     lines = 2 if any(len(f"{a}: {t} / {b}: {p} (100%)") > fit for t, p in zip(true, predicted)) else 1
     row = _row_height(cell, label_size, lines) + (STYLE["tiny"] * 1.4 / 72 if paths is not None else 0)
-    fig = _figure((cell * ncols + 0.15, nrows * row + _heading_height(title)))
+    fig = new_figure((cell * ncols + 0.15, nrows * row + _heading_height(title)))
     for i in range(n):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        _show(ax, images[i])
+        show_image(ax, images[i])
         t, p = str(true[i]), str(predicted[i])
         pct = "?" if math.isnan(conf[i]) else f"{conf[i]:.0%}"
         line = f"{a}: {t} / {b}: {p} ({pct})"
@@ -264,12 +264,12 @@ def image_groups(
     class and split), each row headed (the group's kind); ``+N`` when a row is cut short."""
     n = len(groups)
     if n == 0:
-        return _message_figure("no groups", title)
+        return message_figure("no groups", title)
     cols = min(max_per_group, max(len(g) for g in groups))
     cell = min(2.0, STYLE["max_width"] / cols, STYLE["max_height"] / (n * 1.5))
     size = STYLE["small"] if cell < 1.8 else STYLE["tick"]
     row = _row_height(cell, size, 2) + (size * 1.6) / 72
-    fig = _figure((cell * cols + 0.15, n * row + _heading_height(title)))
+    fig = new_figure((cell * cols + 0.15, n * row + _heading_height(title)))
     subs = fig.subfigures(n, 1, squeeze=False)[:, 0]
     for sub, imgs, caps, head in zip(subs, groups, captions, headings):
         sub.suptitle(head, fontsize=size, ha="left", x=0.01, color=STYLE["text"])
@@ -279,7 +279,7 @@ def image_groups(
             if k >= len(shown):
                 ax.set_axis_off()
                 continue
-            _show(ax, shown[k])
+            show_image(ax, shown[k])
             text = caps[k]
             if k == cols - 1 and len(imgs) > cols:
                 text += f"  (+{len(imgs) - cols})"
@@ -320,7 +320,7 @@ def label_frequencies(
     for per_class in splits.values():
         classes.extend(c for c in per_class if c not in classes)
     if not classes:
-        return _message_figure("no images counted")
+        return message_figure("no images counted")
     if any(n < 0 for per in splits.values() for n in per.values()):
         raise ValueError(f"counts must be >= 0; got {counts}")
 
@@ -333,9 +333,9 @@ def label_frequencies(
     n_cls, n_splits = len(classes), len(splits)
     n_bars = n_cls * n_splits
     width_in = min(STYLE["max_width"], max(5.5, 1.6 + 0.42 * n_bars + 0.25 * n_cls))
-    fig = _figure((width_in, 4.6))
+    fig = new_figure((width_in, 4.6))
     ax = fig.add_subplot()
-    _style_axes(ax, grid_axis="y")
+    style_axes(ax, grid_axis="y")
 
     x = np.arange(n_cls)
     bar_w = 0.8 / n_splits
@@ -410,12 +410,12 @@ def history(
     if fine_tune_epoch is not None and (int(fine_tune_epoch) != fine_tune_epoch or fine_tune_epoch < 1):
         raise ValueError(f"fine_tune_epoch is the 1-based first epoch of fine-tuning; got {fine_tune_epoch!r}")
 
-    fig = _figure((11.0, 4.4))
+    fig = new_figure((11.0, 4.4))
     ax_acc, ax_loss = fig.subplots(1, 2)
     colours = {"training": STYLE["palette"][0], "validation": STYLE["palette"][1]}
     n_epochs = 0
     for ax, key, name in ((ax_acc, acc_key, "accuracy"), (ax_loss, "loss", "loss")):
-        _style_axes(ax, grid_axis="both")
+        style_axes(ax, grid_axis="both")
         ax.set_xlabel("epoch", fontsize=STYLE["label"])
         ax.set_title(name, fontsize=STYLE["title"], loc="left")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -463,7 +463,7 @@ def history(
         if ax.lines and last <= 12:
             ax.set_xticks(range(1, last + 1))
     if ax_acc.lines:
-        _percent_axis(ax_acc)
+        percent_axis(ax_acc)
 
     handles, labels = [], []
     for ax in (ax_acc, ax_loss):
@@ -487,9 +487,9 @@ def comparison(
     """Validation accuracy per epoch, one line per model, with the majority baseline dashed."""
     if not isinstance(val_accuracy, Mapping):
         raise ValueError(f"val_accuracy must map model name -> per-epoch accuracies; got {type(val_accuracy).__name__}")
-    fig = _figure((9.0, 4.8))
+    fig = new_figure((9.0, 4.8))
     ax = fig.add_subplot()
-    _style_axes(ax, grid_axis="both")
+    style_axes(ax, grid_axis="both")
     palette, markers = STYLE["palette"], STYLE["markers"]
     n_max = 0
     for i, (name, values) in enumerate(val_accuracy.items()):
@@ -512,7 +512,7 @@ def comparison(
         ax.set_xlim(0.5, n_max + 0.5)
         if n_max <= 12:
             ax.set_xticks(range(1, n_max + 1))
-    _percent_axis(ax)
+    percent_axis(ax)
     ax.set_xlabel("epoch", fontsize=STYLE["label"])
     ax.set_ylabel("validation accuracy", fontsize=STYLE["label"])
     if ax.get_legend_handles_labels()[0]:
@@ -544,7 +544,7 @@ def confusion_matrix(
     if cm.ndim != 2 or cm.shape != (n, n):
         raise ValueError(f"cm must be a square matrix matching class_names ({n} classes, so {n}x{n}); got shape {cm.shape}")
     if n == 0:
-        return _message_figure("no classes", title)
+        return message_figure("no classes", title)
     if np.any(cm < 0):
         raise ValueError("cm must hold counts >= 0")
     counts = np.rint(cm).astype(np.int64)
@@ -556,7 +556,7 @@ def confusion_matrix(
 
     side = min(STYLE["max_height"] - 4, max(4.2, 1.6 + (0.42 if n <= 20 else 0.36) * n))
     longest = max(len(_short(c, 24)) for c in names)
-    fig = _figure((side + 1.6 + longest * 0.06, side + 0.9 + longest * 0.05))
+    fig = new_figure((side + 1.6 + longest * 0.06, side + 0.9 + longest * 0.05))
     ax = fig.add_subplot()
     im = ax.imshow(colour, cmap=STYLE["cmap"], vmin=0, vmax=vmax, interpolation="nearest", aspect="equal")
     for s in ax.spines.values():
@@ -611,8 +611,8 @@ def reliability_diagram(
     """
     panels = list(panels)
     if not panels:
-        return _message_figure("nothing to show", title)
-    fig = _figure((4.2 * len(panels) + 0.3, 5.0 + _heading_height(title)))
+        return message_figure("nothing to show", title)
+    fig = new_figure((4.2 * len(panels) + 0.3, 5.0 + _heading_height(title)))
     gs = fig.add_gridspec(2, len(panels), height_ratios=(4, 1))
     blue, red = STYLE["palette"][0], STYLE["wrong"]
     for col, (heading, bins, ece) in enumerate(panels):
@@ -624,7 +624,7 @@ def reliability_diagram(
         left = edges[:-1]
         filled = count > 0
         ax = fig.add_subplot(gs[0, col])
-        _style_axes(ax, grid_axis="both")
+        style_axes(ax, grid_axis="both")
         ax.plot([0, 1], [0, 1], zorder=2, label="perfect calibration", **STYLE["baseline"])
         ax.bar(left[filled], acc[filled], width[filled], align="edge", color=blue, edgecolor="white",
                linewidth=0.6, zorder=3, label="accuracy")
@@ -642,7 +642,7 @@ def reliability_diagram(
         if col == 0:
             ax.legend(loc="upper left", frameon=False, fontsize=STYLE["small"])
         hist = fig.add_subplot(gs[1, col], sharex=ax)
-        _style_axes(hist, grid_axis="y")
+        style_axes(hist, grid_axis="y")
         total = max(count.sum(), 1.0)
         hist.bar(left, count / total, width, align="edge", color=STYLE["muted"], edgecolor="white",
                  linewidth=0.6, zorder=3)
@@ -659,7 +659,7 @@ def reliability_diagram(
 # helpers
 
 
-def _figure(size: tuple[float, float]) -> Figure:
+def new_figure(size: tuple[float, float]) -> Figure:
     w = min(STYLE["max_width"], max(2.5, size[0]))
     h = min(STYLE["max_height"] + 2, max(2.0, size[1]))
     return Figure(figsize=(w, h), layout="constrained", facecolor=STYLE["facecolor"])
@@ -674,14 +674,14 @@ def _heading_height(heading: str | None) -> float:
     return (STYLE["suptitle"] * 1.5 + 6) / 72 if heading else 0.05
 
 
-def _percent_axis(ax) -> None:
+def percent_axis(ax) -> None:
     """Percent tick labels on the y axis: whole percents unless the range is narrow."""
     lo, hi = ax.get_ylim()
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if hi - lo >= 0.06 else 1))
 
 
-def _message_figure(message: str, title: str | None = None) -> Figure:
-    fig = _figure((5.0, 2.2))
+def message_figure(message: str, title: str | None = None) -> Figure:
+    fig = new_figure((5.0, 2.2))
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes,
@@ -691,7 +691,7 @@ def _message_figure(message: str, title: str | None = None) -> Figure:
     return fig
 
 
-def _style_axes(ax, grid_axis: str) -> None:
+def style_axes(ax, grid_axis: str) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     for side in ("left", "bottom"):
@@ -718,7 +718,7 @@ def _class_ticks(ax, positions: np.ndarray, names: Sequence[str], axis: str) -> 
         ax.set_xticks(positions, labels, fontsize=size, rotation=90)
 
 
-def _show(ax, img: Any) -> None:
+def show_image(ax, img: Any) -> None:
     """Draw an image at the top of a square cell (centred across), so titles line up and sit on
     their image whatever the aspect ratios."""
     arr, kwargs = _displayable(img)

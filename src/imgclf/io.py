@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-
 TMP_PREFIX = ".imgclf-tmp-"  # every temporary file imgclf writes starts so; nothing else does
 
 

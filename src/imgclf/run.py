@@ -13,9 +13,10 @@ import io as _io
 import os
 from pathlib import Path
 
-from . import __version__, io
+from . import figures, io
 from .config import CONFIG_FORMAT, TrainConfig
 from .errors import RunError, first_line
+from .version import __version__
 
 HISTORY_FIELDS = ("epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
@@ -27,6 +28,14 @@ class Run:
         self.path = Path(path)
         self._model = None
         self._config: dict | None = None
+        self.memo: dict = {}  # what later stages derive from the loaded model (a Grad-CAM explainer)
+
+    def reload(self) -> "Run":
+        """Read config.json and model.keras again on next use (after they were rewritten)."""
+        self._model = None
+        self._config = None
+        self.memo = {}
+        return self
 
     # -- files ---------------------------------------------------------------------------
     @property
@@ -122,6 +131,7 @@ class Run:
             import keras
 
             try:
+                self.memo = {}
                 self._model = keras.models.load_model(self.model_file, compile=False, safe_mode=True)
             except Exception as e:
                 raise RunError(f"cannot load {self.model_file}: {first_line(e)}") from None
@@ -144,53 +154,13 @@ class Run:
         return None
 
     # -- what one does with a run ------------------------------------------------------------
-    def dataset(self, data: str | os.PathLike | None = None, progress: bool = True):
-        """The run's data with the run's own splits (``data`` overrides the stored location)."""
-        from .data import load_dataset
-
-        d = self.meta["train"]["data"]
-        root = data if data is not None else d["root"]
-        review = self.path / "review"  # reviewed lists the run applied, as it applied them
-        ds = load_dataset(root, image_size=self.image_size, seed=d["seed"], splits=self.splits_dir,
-                          fit=d["fit"], interpolation=d["interpolation"], cache_mode=d["cache_mode"],
-                          classes=self.class_names, progress=progress,
-                          exclude=review / "exclude.txt" if (review / "exclude.txt").is_file() else None,
-                          relabel=review / "relabel.csv" if (review / "relabel.csv").is_file() else None)
-        if ds.class_names != self.class_names:
-            raise RunError(f"{root} now has classes {ds.class_names}, but {self.path} was trained on "
-                           f"{self.class_names}; restore the class folders or train a new run")
-        return ds
-
-    def evaluate(self, split: str = "test", *, data=None, progress: bool = True, tta: str | None = None) -> dict:
-        """Loss, accuracy, baseline, per-class scores, confusion matrix and top losses on ``split``
-        (``tta="flip"`` or ``"crops"`` adds the accuracy with test-time augmentation)."""
-        from .evaluation import evaluate_run
-
-        return evaluate_run(self, split, data=data, progress=progress, tta=tta)
-
-    def explain(self, image, class_name: str | None = None):
-        """The Grad-CAM :class:`~imgclf.explain.Explanation` of ``image`` (``.heatmap``, ``.figure``,
-        ``.save(png)``); a list of inputs gives a list (see ``imgclf.explain``)."""
-        from .explain import explain
-
-        return explain(self, image, class_name)
-
-    def predict(self, inputs, **options):
-        """Top-k classes for paths, folders, globs, PIL images or arrays (see ``imgclf.inference.predict``)."""
-        from .inference.predict import predict
-
-        return predict(self, inputs, **options)
-
-    def export(self, format: str = "savedmodel", **options):
-        """Export the model with its class names and preprocessing (see ``imgclf export``)."""
-        from .inference.export import export
-
-        return export(self, format, **options)
+    # ``run.dataset()``, ``run.evaluate()``, ``run.explain()``, ``run.predict()`` and
+    # ``run.export()`` are the functions of the stages that read a run (imgclf.data,
+    # imgclf.evaluation, imgclf.explain, imgclf.inference), attached in imgclf/__init__.py: this
+    # module knows the folder, not what is done with it.
 
     def plot_history(self):
         """The history figure (accuracy and loss, training against validation)."""
-        from . import figures
-
         return figures.history(self.history(), title=self.meta["train"]["model"],
                                fine_tune_epoch=self.fine_tune_epoch(),
                                fine_tune_kept=self.metrics().get("fine_tune", {}).get("kept", True))

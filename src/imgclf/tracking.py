@@ -25,9 +25,10 @@ import os
 import warnings
 from pathlib import Path
 
-from . import io
+from . import figures, io
 from .config import TRACKERS
 from .errors import ConfigError, first_line
+from .metrics import confusion
 
 #: extra name, import name, the lowest version tested
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard", "2.16"), "mlflow": ("mlflow", "mlflow", "2.12")}
@@ -166,9 +167,6 @@ def _Guarded(tracker: Tracker, callback):
 def run_figures(run, class_names: list[str], labels, probs) -> dict[str, bytes]:
     """The images a tracker logs at the end: the history figure and the validation confusion matrix."""
     import numpy as np
-
-    from . import figures
-    from .evaluation import confusion
 
     out = {}
     history = run.figures_dir / "history.png"
@@ -381,7 +379,6 @@ class MlflowTracker(Tracker):
         """The saved model through MLflow's Keras flavour (``mlflow.keras.load_model`` reads it back);
         the ``model.keras`` file itself if the flavour cannot log it."""
         import keras
-
         import mlflow.keras
 
         try:

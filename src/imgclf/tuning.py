@@ -35,10 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import io
+from . import figures, io
 from .config import DATA_FIELDS, OPTIMIZERS, DataConfig, TrainConfig
+from .data.dataset import ImageDataset, load_dataset
 from .errors import ConfigError, first_line
+from .models import get_spec
+from .models.backbones import classifier_top
+from .models.registry import check_dropout, check_image_size
 from .run import Run
+from .training import resume, train
+from .training import trainer as tr
+from .training.distribute import choose
+from .training.features import extract_features, feature_dataset
+from .training.trainer import resolve_precision
 
 #: parameter -> (kind, smallest, largest, whether the largest is allowed): what a space may ask for
 PARAMETERS: dict[str, tuple] = {
@@ -235,11 +244,6 @@ def tune(data=None, model: str = "mobilenet_v2", *, trials: int = DEFAULT_TRIALS
     fixed at the given value. Calling ``tune`` again with the same ``output`` carries on an
     interrupted search (up to ``trials`` in all) or an interrupted final run.
     """
-    from .data.dataset import ImageDataset, load_dataset
-    from .models import get_spec
-    from .models.registry import check_image_size
-    from .training import resume, train
-
     op = optuna()
     say = echo if echo is not None else (print if progress else (lambda _: None))
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -299,13 +303,10 @@ class _Search:
         self.base = self._config({})
 
     def _config(self, params: dict) -> TrainConfig:
-        from .training.trainer import resolve_precision
-
         cfg = TrainConfig(model=self.spec.name, **{k: v for k, v in self.options.items()
                                                    if k in {f.name for f in dataclasses.fields(TrainConfig)}})
         cfg = dataclasses.replace(cfg, **params)
         cfg.validate()
-        from .models.registry import check_image_size
 
         cfg.image_size = check_image_size(self.spec, cfg.image_size)
         cfg.precision = resolve_precision(cfg.precision, self.spec)
@@ -318,9 +319,8 @@ class _Search:
         """Trial 0: what ``imgclf train`` would do without a search (with early stopping)."""
         cfg = TrainConfig(model=self.spec.name, **{k: v for k, v in self.options.items()
                                                    if k in {f.name for f in dataclasses.fields(TrainConfig)}})
-        from .models.registry import _check_dropout
 
-        values = {"learning_rate": cfg.learning_rate, "dropout": _check_dropout(self.spec, cfg.dropout),
+        values = {"learning_rate": cfg.learning_rate, "dropout": check_dropout(self.spec, cfg.dropout),
                   "label_smoothing": 0.1 if self.spec.is_transfer else 0.0, "hidden_units": cfg.hidden_units,
                   "weight_decay": 0.0, "optimizer": cfg.optimizer, "epochs": cfg.epochs,
                   "batch_size": cfg.batch_size}
@@ -382,9 +382,6 @@ class _Search:
     # -- trials --------------------------------------------------------------------------------
     def _trainer(self):
         """A function ``(params, report) -> validation accuracy`` for one trial."""
-        from .training import trainer as tr
-        from .training.distribute import choose
-
         cfg, ds = self.base, self.ds
         built = tr._build(cfg, ds.num_classes, choose("none"))
         if built.feature_extractor is not None and cfg.feature_cache:
@@ -393,9 +390,6 @@ class _Search:
 
     def _head_trainer(self, built):
         import keras
-
-        from .models.backbones import classifier_top
-        from .training.features import extract_features, feature_dataset
 
         cfg, ds = self.base, self.ds
         plain, augmented = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
@@ -419,8 +413,6 @@ class _Search:
         return lambda c, report: self._fit(model(c), *data(c), c, report, steps_per_execution=32)
 
     def _end_to_end_trainer(self, built):
-        from .training import trainer as tr
-
         cfg, ds = self.base, self.ds
         why = ("has no frozen backbone" if built.feature_extractor is None else "trains without the feature cache")
         per_epoch, setup = self._measure_epoch()
@@ -441,8 +433,6 @@ class _Search:
     def _measure_epoch(self) -> tuple[float, float]:
         """``(seconds per training epoch, seconds a trial spends building and compiling)`` of the
         default model, from a few timed steps."""
-        from .training import trainer as tr
-
         cfg, ds = self.base, self.ds
         one_hot = cfg.label_smoothing > 0
         t = time.time()
@@ -462,8 +452,6 @@ class _Search:
 
     def _fit(self, model, train_data, val_data, c: TrainConfig, report, steps_per_execution: int = 1) -> float:
         import keras
-
-        from .training import trainer as tr
 
         keras.utils.set_random_seed(c.seed)
         model.compile(optimizer=tr._optimizer(c, c.learning_rate), loss=tr._loss(c), metrics=["accuracy"],
@@ -514,7 +502,6 @@ class _Search:
         complete = [t for t in study.trials if t.state == states.COMPLETE]
         default = next((t for t in complete if t.user_attrs.get("defaults")), None)
         best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
-        from . import figures
 
         importances = _importances(self.op, study)
         fig = tune_figure(study.trials, importances, title=f"{self.spec.name}: {len(study.trials)} trials")
@@ -597,9 +584,7 @@ def _write_trials(path: Path, study, space: dict) -> None:
 def tune_figure(trials, importances: dict, title: str | None = None):
     """Left: validation accuracy per trial (pruned trials at their last reported value, the best
     so far as a line, the defaults' trial marked). Right: the options' importance."""
-    from . import figures
-
-    fig = figures._figure((11.0, 4.2))
+    fig = figures.new_figure((11.0, 4.2))
     ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
     xs, ys, px, py, best, bx_, dx, dy = [], [], [], [], [], [], None, None
     top = -1.0
@@ -627,8 +612,8 @@ def tune_figure(trials, importances: dict, title: str | None = None):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy")
-    figures._percent_axis(ax)
-    figures._style_axes(ax, "y")
+    figures.percent_axis(ax)
+    figures.style_axes(ax, "y")
     if xs or px:
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.set_title("validation accuracy per trial", fontsize=10)
@@ -637,7 +622,7 @@ def tune_figure(trials, importances: dict, title: str | None = None):
         bx.barh(names, [importances[n] for n in names], color="#1f77b4")
         bx.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         bx.set_xlabel("importance (share of the variation)")
-        figures._style_axes(bx, "x")
+        figures.style_axes(bx, "x")
     else:
         bx.text(0.5, 0.5, "importances need at least 4 finished\ntrials that score differently", ha="center",
                 va="center",

@@ -251,7 +251,7 @@ def test_limits_hold_on_the_real_server(trained_run, test_images, monkeypatch):
     and a bomb is refused from its header: the decoder is never called for it."""
     import httpx
 
-    from imgclf.inference import predict as predict_module
+    from imgclf.inference import inputs as predict_module
 
     calls = []
     real_decode = predict_module.decode_opened  # what turns an opened image into pixels

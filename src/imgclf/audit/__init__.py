@@ -24,6 +24,8 @@ import numpy as np
 from .. import figures, io
 from ..data.split import SPLITS
 from ..errors import ConfigError, ImgclfError
+from ..models import build_model, get_spec
+from ..training.features import extract_features
 from .duplicates import find_groups, leak_counts
 from .labels import FOLDS, label_issues
 from .quality import THRESHOLDS, feature_outliers, pixel_checks
@@ -143,7 +145,7 @@ class Audit:
             top = self.label_issues[:k]
             if not top:
                 note = self.checks.get("label", {}).get("note") or "no suspected mislabels"
-                return figures._message_figure(note, "suspected mislabels")
+                return figures.message_figure(note, "suspected mislabels")
             return figures.top_losses([pixels[row_of[t["path"]]] for t in top], [t["given"] for t in top],
                                       [t["suggested"] for t in top], [t["confidence"] for t in top],
                                       paths=[t["path"] for t in top], names=("given", "suggested"),
@@ -215,9 +217,6 @@ class Audit:
 def backbone_features(ds, model: str = "mobilenet_v2", *, weights="imagenet", alpha=None, progress: bool = True):
     """``(features of every row of ds.decoded(), weights file)``: pooled frozen-backbone
     features, computed once and cached in the imgclf cache."""
-    from ..models import build_model, get_spec
-    from ..training.features import extract_features
-
     spec = get_spec(model)
     if not spec.is_transfer:
         raise ConfigError(f"model {model!r} has no pretrained backbone; the audit needs a transfer model "

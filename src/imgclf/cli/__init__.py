@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
 from ..errors import ImgclfError, UsageError
+from ..version import __version__
 from . import data, inference, study, train
 from .common import print_metrics, quiet_tensorflow
 

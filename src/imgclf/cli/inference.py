@@ -10,8 +10,17 @@ from .. import io
 from ..errors import ConfigError
 from ..inference.export import FORMATS, QUANTIZE, export
 from ..inference.predict import predict
-from ..inference.serve import (DEFAULT_HOST, DEFAULT_LIMIT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_MAX_PIXELS,
-                               DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_TOP_K, serve)
+from ..inference.serve import (
+    DEFAULT_HOST,
+    DEFAULT_LIMIT_CONCURRENCY,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_UPLOAD,
+    DEFAULT_PORT,
+    DEFAULT_TOP_K,
+    serve,
+)
 from ..run import load
 from .common import quiet_python_logs
 

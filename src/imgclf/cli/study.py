@@ -7,7 +7,7 @@ from pathlib import Path
 from .. import config
 from ..data.sources import cache_dir
 from ..data.synthetic import make_synthetic_dataset
-from ..report.markdown import pct, points, seconds
+from ..report.numbers import pct, points, seconds
 from ..report.study import study
 from .common import add_data_options, progress, quiet_python_logs
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DATA_FIELDS, DataConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
 from ..io import write_json
 from .images import DEFAULT_FIT, as_size, load_image
-from .review import Review, apply_review
 from .pipeline import DiskArray, check_options, decode_images, decode_key, make_dataset
+from .review import Review, apply_review
 from .scan import ImageRecord, ScanReport, scan
 from .sources import DataSource, cache_dir, resolve_source
 from .split import SPLITS, apply_split_lists, make_splits, read_split_lists, write_splits
@@ -73,7 +73,7 @@ class ImageDataset:
         return len(self.class_names)
 
     def records(self, split: str) -> list[ImageRecord]:
-        self._check_split(split)
+        self.check_split(split)
         return self.splits[split]
 
     def paths(self, split: str) -> list[Path]:
@@ -124,15 +124,12 @@ class ImageDataset:
         sizes = ", ".join(f"{s}={len(self.splits[s])}" for s in SPLITS)
         return f"ImageDataset({self.root}, classes={self.class_names}, {sizes})"
 
-    def _check_split(self, split: str) -> None:
+    def check_split(self, split: str) -> None:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
 
-    def audit(self, **options):
-        """Duplicates, leaks, suspected mislabels and outliers (see :func:`imgclf.audit.audit`)."""
-        from ..audit import audit
-
-        return audit(self, **options)
+    # ``ds.audit()`` is imgclf.audit.audit, attached in imgclf/__init__.py (the audit reads
+    # datasets; datasets know nothing of it)
 
     # -- splits on disk ------------------------------------------------------------------
     def save_splits(self, folder: str | os.PathLike) -> Path:
@@ -197,7 +194,7 @@ class ImageDataset:
 
     def indices(self, split: str) -> np.ndarray:
         """Rows of :meth:`decoded` that belong to ``split``."""
-        self._check_split(split)
+        self.check_split(split)
         return self._index[split]
 
     def images(self, split: str, image_size=None) -> np.ndarray:
@@ -220,7 +217,7 @@ class ImageDataset:
 
         Images are uint8 in 0..255 (a Keras model casts them itself); ``dtype="float32"`` for
         float batches."""
-        self._check_split(split)
+        self.check_split(split)
         shuffle = (split == "train") if shuffle is None else shuffle
         all_labels = self.row_labels()
         size = as_size(image_size) if image_size is not None else self.image_size
@@ -350,4 +347,21 @@ def dataset_from_scan(source: DataSource, report: ScanReport, config: DataConfig
     ds.fractions = {"validation": config.validation, "test": config.test}
     ds.review = review or Review()
     ds.config = config
+    return ds
+
+
+def run_dataset(run, data: str | os.PathLike | None = None, progress: bool = True) -> ImageDataset:
+    """A run's data with the run's own splits (``data`` overrides the stored location), the
+    reviewed lists it applied applied again; ``run.dataset()``."""
+    d = run.meta["train"]["data"]
+    root = data if data is not None else d["root"]
+    review = run.path / "review"  # reviewed lists the run applied, as they were applied
+    ds = load_dataset(root, image_size=run.image_size, seed=d["seed"], splits=run.splits_dir,
+                      fit=d["fit"], interpolation=d["interpolation"], cache_mode=d["cache_mode"],
+                      classes=run.class_names, progress=progress,
+                      exclude=review / "exclude.txt" if (review / "exclude.txt").is_file() else None,
+                      relabel=review / "relabel.csv" if (review / "relabel.csv").is_file() else None)
+    if ds.class_names != run.class_names:
+        raise RunError(f"{root} now has classes {ds.class_names}, but {run.path} was trained on "
+                       f"{run.class_names}; restore the class folders or train a new run")
     return ds

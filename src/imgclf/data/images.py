@@ -43,12 +43,12 @@ FIT_MODES = ("stretch", "crop", "pad")
 # accuracy for MobileNetV2 on cats_and_dogs_filtered than stretching.
 DEFAULT_FIT = "crop"
 # EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
-_TRANSPOSE = {
+EXIF_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
 }
-_SWAPS = {5, 6, 7, 8}  # orientations that swap width and height
+SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # orientations that swap width and height
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -139,7 +139,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def _draft_target(img: Image.Image, size: tuple[int, int], fit: str) -> tuple[int, int]:
     """The smallest stored size the JPEG decoder may scale down to and still cover ``size``."""
-    return _cover_target(img.size, size, fit, orientation(img) in _SWAPS)
+    return _cover_target(img.size, size, fit, orientation(img) in SWAPPING_ORIENTATIONS)
 
 
 def _cover_target(stored: tuple[int, int], size: tuple[int, int], fit: str, swapped: bool = False) -> tuple[int, int]:
@@ -357,8 +357,8 @@ def _plain_jpeg_header(data: bytes) -> bool:
 def _fit_loaded(img: Image.Image, size, interpolation: str, fit: str) -> np.ndarray:
     ori = orientation(img)
     img = to_rgb(img)
-    if ori in _TRANSPOSE:
-        img = img.transpose(_TRANSPOSE[ori])
+    if ori in EXIF_TRANSPOSE:
+        img = img.transpose(EXIF_TRANSPOSE[ori])
     if size is not None:
         return fit_image(img, size, fit, interpolation)
     return np.asarray(img, dtype=np.uint8)

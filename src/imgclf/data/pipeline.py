@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
 from ..io import STALE_AFTER_S, TMP_PREFIX, remove_partial, wait_for, write_at
+from ..progress import bar as progress_bar
 from .images import DEFAULT_FIT, FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
 
 DECODE_VERSION = 2  # 2: libjpeg-turbo scaled decode, box reduction + OpenCV resize

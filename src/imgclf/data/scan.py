@@ -24,15 +24,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..progress import bar as progress_bar
 from ..errors import ConfigError, DataError
 from ..io import STALE_AFTER_S, TMP_PREFIX, finish_later, remove_partial, write_at
+from ..progress import bar as progress_bar
+from .fingerprint import fingerprint
 from .images import (
-    DEFAULT_FIT, EXTENSION_FORMATS, _SWAPS, UnusableImage, accept, as_size, decode_opened, decode_plain_jpeg,
-    decode_workers, orientation,
+    DEFAULT_FIT,
+    EXTENSION_FORMATS,
+    SWAPPING_ORIENTATIONS,
+    UnusableImage,
+    accept,
+    as_size,
+    decode_opened,
+    decode_plain_jpeg,
+    decode_workers,
+    orientation,
 )
 from .sources import DataSource, cache_dir, is_clutter
-from .fingerprint import fingerprint
 
 SCAN_VERSION = 3  # 2: a file whose extension lies is used (with a warning); TIFF is read; 3: results carry the fingerprint (imgclf.data.fingerprint)
 # Reasons a file is left out, as shown to the user.
@@ -383,7 +391,7 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                 fmt = img.format
                 info = {"format": fmt, "mode": img.mode, "frames": getattr(img, "n_frames", 1)}
                 w, h = img.size
-                if orientation(img) in _SWAPS:
+                if orientation(img) in SWAPPING_ORIENTATIONS:
                     w, h = h, w
                 info.update(width=w, height=h)
                 try:

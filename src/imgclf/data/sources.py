@@ -23,8 +23,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..progress import bar as progress_bar
 from ..errors import DataError
+from ..progress import bar as progress_bar
 
 SPLIT_DIR_NAMES = {
     "train": ("train", "training"),

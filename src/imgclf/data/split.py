@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
 from .. import io
+from ..errors import ConfigError, DataError
 from .fingerprint import pixel_groups
 from .scan import ImageRecord, ScanReport, natural_key
 

@@ -40,8 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, io
+from .. import io
 from ..errors import ConfigError, ImgclfError, first_line
+from ..version import __version__
+from .inputs import resolve_run
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZE = {"tflite": ("float16", "int8"), "onnx": ("int8",)}
@@ -502,8 +504,6 @@ def export(
     Keras model on the test split (figures in ``parity.json``); with ``strict`` a failed
     check raises :class:`ParityError` (the files stay, for inspection).
     """
-    from .predict import _resolve_run
-
     fmt = str(format).lower().replace("_", "").replace("-", "")
     fmt = {"tf": "savedmodel", "tfsavedmodel": "savedmodel", "litert": "tflite", "h5": "keras"}.get(fmt, fmt)
     if fmt not in FORMATS:
@@ -515,7 +515,7 @@ def export(
         raise ConfigError(f"--quantize {quantize} is not available for {fmt} (available: {allowed})")
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ConfigError(f"export name must be a plain file name, got {name!r}")
-    run = _resolve_run(run)
+    run = resolve_run(run)
     if fmt == "onnx":
         _require_onnx()
         if check:

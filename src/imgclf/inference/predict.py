@@ -13,31 +13,36 @@ An input that cannot be read becomes a result with ``error`` set; it never stops
 from __future__ import annotations
 
 import csv
-import glob
 import io as _io
 import json
 import os
 import re
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ..data.images import EXTENSION_FORMATS, UnusableImage, accept, decode_opened, load_image, open_image
-from ..data.sources import is_clutter
-from ..errors import ConfigError, DataError, ImgclfError
+from .. import io
+from ..errors import ConfigError, DataError, ExplainError
+from ..explain import explainer_for, overlay, png_bytes
+from ..progress import bar
+from .inputs import (
+    ImageTooLargeError,
+    decode,
+    decode_or_error,
+    describe_error,
+    expand_inputs,
+    open_header,
+    predict_arrays,
+    resolve_run,
+    top_k_of,
+)
+from .tta import check_mode, predict_tta
 
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32
-_GLOB_CHARS = re.compile(r"[*?\[]")
-
-
-class ImageTooLargeError(ImgclfError):
-    """An image whose pixel count is over the limit (a decompression bomb, or just too big)."""
 
 
 # -- results -------------------------------------------------------------------------------
@@ -121,8 +126,7 @@ class Predictions(list):
             w.writerow({k: ("" if v is None else (f"{v:.6f}" if isinstance(v, float) else v)) for k, v in r.items()})
         text = buf.getvalue()
         if path is not None:
-            from .. import io
-
+    
             io.write_text(path, text)
         return text
 
@@ -130,8 +134,7 @@ class Predictions(list):
         """JSON text: a list of :meth:`Prediction.as_dict` (written atomically to ``path`` when given)."""
         text = json.dumps([p.as_dict() for p in self], indent=2) + "\n"
         if path is not None:
-            from .. import io
-
+    
             io.write_text(path, text)
         return text
 
@@ -161,184 +164,10 @@ def _shorten(s: str, n: int) -> str:
     return s if len(s) <= n else "..." + s[-(n - 3):]
 
 
-# -- inputs -----------------------------------------------------------------------------
-
-@dataclass
-class _Item:
-    name: str
-    source: Any = None  # what load_image takes
-    error: str | None = None
-
-
-def _is_single(x) -> bool:
-    return isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
-
-
-def _natural_key(p: Path):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
-
-
-def _images_in(folder: Path) -> list[Path]:
-    """Image files under ``folder``, as training finds them: clutter (``__MACOSX/``, ``._*``,
-    ``.DS_Store``, ...) and hidden files left out."""
-    files = []
-    for p in folder.rglob("*"):
-        *dirs, name = p.relative_to(folder).parts
-        if (p.suffix.lower() in EXTENSION_FORMATS and not is_clutter(name)
-                and not any(is_clutter(d, True) for d in dirs) and p.is_file()):
-            files.append(p)
-    return sorted(files, key=_natural_key)
-
-
-def expand_inputs(inputs) -> list[_Item]:
-    """Files, folders (recursively, image extensions only), globs, bytes, PIL images, arrays."""
-    if _is_single(inputs):
-        inputs = [inputs]
-    items: list[_Item] = []
-    counter = {"bytes": 0, "image": 0, "array": 0}
-
-    def name(kind: str) -> str:
-        n = counter[kind]
-        counter[kind] += 1
-        return f"<{kind} {n}>"
-
-    for x in inputs:
-        if isinstance(x, (str, os.PathLike)):
-            p = Path(x)
-            if p.is_file():
-                items.append(_Item(str(p), p))
-            elif p.is_dir():
-                found = _images_in(p)
-                if not found:
-                    items.append(_Item(str(p), error="folder holds no image files"))
-                items.extend(_Item(str(f), f) for f in found)
-            elif _GLOB_CHARS.search(str(x)):
-                matches = sorted(glob.glob(os.fspath(x), recursive=True), key=lambda s: _natural_key(Path(s)))
-                if not matches:
-                    items.append(_Item(str(x), error="no file matches this pattern"))
-                for m in matches:
-                    mp = Path(m)
-                    if mp.is_dir():
-                        items.extend(_Item(str(f), f) for f in _images_in(mp))
-                    else:
-                        items.append(_Item(str(mp), mp))
-            else:
-                items.append(_Item(str(p), error="no such file or folder"))
-        elif isinstance(x, (bytes, bytearray, memoryview)):
-            items.append(_Item(name("bytes"), bytes(x)))
-        elif isinstance(x, Image.Image):
-            fn = getattr(x, "filename", "") or ""
-            items.append(_Item(fn or name("image"), x))
-        elif isinstance(x, np.ndarray):
-            if x.ndim == 4:  # a batch of images
-                for a in x:
-                    items.append(_Item(name("array"), a))
-            else:
-                items.append(_Item(name("array"), x))
-        else:
-            raise ConfigError(
-                f"cannot predict on a {type(x).__name__}; give paths, folders, globs, bytes, "
-                "PIL images or numpy arrays"
-            )
-    return items
-
-
-# -- decoding ---------------------------------------------------------------------------
-
-def describe_error(e: BaseException) -> str:
-    """A one-line, user-facing reason why an input could not be decoded."""
-    if isinstance(e, (ImageTooLargeError, UnusableImage)):
-        return str(e)
-    if isinstance(e, Image.DecompressionBombError):
-        return "image has too many pixels (refused as a possible decompression bomb)"
-    if isinstance(e, UnidentifiedImageError):
-        return "not an image, or an image format imgclf cannot read"
-    if isinstance(e, FileNotFoundError):
-        return "no such file"
-    if isinstance(e, IsADirectoryError):
-        return "is a folder"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if isinstance(e, (OSError, SyntaxError, ValueError, EOFError)):
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return f"corrupt or truncated image ({msg[:160]})"
-    return f"cannot read image ({type(e).__name__}: {str(e)[:160]})"
-
-
-def open_header(source, max_pixels: int) -> Image.Image:
-    """Open an image lazily (its header only) and refuse it if it announces over ``max_pixels``."""
-    with warnings.catch_warnings():  # we check the size ourselves, below
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = open_image(source)
-        except Image.DecompressionBombError:
-            raise ImageTooLargeError(f"image has too many pixels (over the limit of {max_pixels:,} pixels)") from None
-    return check_pixels(img, max_pixels)
-
-
-def check_pixels(img: Image.Image, max_pixels: int) -> Image.Image:
-    """``img``, or :class:`ImageTooLargeError` if its header announces over ``max_pixels``."""
-    w, h = img.size
-    if w * h > max_pixels:
-        raise ImageTooLargeError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels")
-    return img
-
-
-def decode(source, preprocessing: dict, max_pixels: int | None = None, *, opened: bool = False) -> np.ndarray:
-    """One input to the model's uint8 ``(S, S, 3)`` pixels, as :func:`load_image` decodes a file.
-
-    ``max_pixels`` refuses images whose header announces more pixels (before decoding them).
-    ``opened=True``: ``source`` is an image :func:`open_header` opened (nothing decoded yet),
-    decoded exactly as its file would be.
-    """
-    size = tuple(preprocessing["image_size"])
-    # an export that does not say how it was fitted came from before crop was the default
-    interpolation, fit = preprocessing.get("interpolation", "bilinear"), preprocessing.get("fit", "stretch")
-    if max_pixels is not None and isinstance(source, Image.Image):
-        check_pixels(source, max_pixels)
-    elif max_pixels is not None and not isinstance(source, np.ndarray):
-        source, opened = open_header(source, max_pixels), True
-    if opened:
-        with source:
-            accept(source)  # the files training uses, no more and no fewer
-            return decode_opened(source, size, interpolation, fit)
-    return load_image(source, size, interpolation=interpolation, fit=fit)
-
-
-def _decode_or_error(item: _Item, preprocessing: dict, max_pixels: int | None):
-    if item.error is not None:
-        return None, item.error
-    try:
-        return decode(item.source, preprocessing, max_pixels), None
-    except Exception as e:  # any failure of one input is reported, not raised
-        return None, describe_error(e)
-
-
-# -- the model -------------------------------------------------------------------------
-
-def predict_arrays(model, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """Probabilities (float32, ``(N, classes)``) for a batch of uint8/float images of the model's size."""
-    x = np.asarray(np.stack(images) if not isinstance(images, np.ndarray) else images, dtype=np.float32)
-    if len(x) == 0:
-        return np.zeros((0, int(model.output_shape[-1])), np.float32)
-    return np.asarray(model.predict_on_batch(x), dtype=np.float32)
-
-
-def top_k_of(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [(class_names[i], float(probs[i])) for i in order]
-
-
 def _check_positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
     return int(value)
-
-
-def _resolve_run(run):
-    from ..run import Run, load
-
-    return run if isinstance(run, Run) else load(run)
 
 
 def predict(
@@ -364,9 +193,7 @@ def predict(
     (:mod:`imgclf.explain`); a model that cannot be explained still predicts, with
     ``Predictions.explain_error`` saying why.
     """
-    from .tta import check_mode, predict_tta
-
-    run = _resolve_run(run)
+    run = resolve_run(run)
     class_names = run.class_names
     k = min(_check_positive("top_k", top_k), len(class_names))
     batch_size = _check_positive("batch_size", batch_size)
@@ -379,13 +206,11 @@ def predict(
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     results = Predictions()
     overlays = _Overlays(run, explain, results) if explain is not None else None
-    from ..progress import bar
-
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             bar(len(items), "predict", enabled=progress and len(items) > batch_size) as pbar:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            decoded = list(pool.map(lambda it: _decode_or_error(it, preprocessing, max_pixels), chunk))
+            decoded = list(pool.map(lambda it: decode_or_error(it, preprocessing, max_pixels), chunk))
             good = [arr for arr, err in decoded if err is None]
             batch = predict_tta(lambda x: predict_arrays(model, x), np.stack(good), tta) if good else []
             written = [None] * len(good)
@@ -407,8 +232,6 @@ class _Overlays:
     """Writes the Grad-CAM overlay of each predicted image into one folder, one PNG per input."""
 
     def __init__(self, run, folder, results: Predictions):
-        from ..explain import ExplainError, explainer_for
-
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise ConfigError(f"--explain {self.folder} is a file; give a folder for the heatmap PNGs")
@@ -434,9 +257,6 @@ class _Overlays:
     def write(self, images: list, probs: np.ndarray, names: list[str]) -> list[str | None]:
         if self.cam is None:
             return [None] * len(images)
-        from .. import io
-        from ..explain import overlay, png_bytes
-
         heat, _ = self.cam(np.stack(images), np.asarray(probs).argmax(1))
         out = []
         for img, h, name in zip(images, heat, names):

@@ -33,8 +33,10 @@ from importlib import resources
 
 import numpy as np
 
-from .. import __version__
-from ..errors import ImgclfError
+from ..errors import ExplainError, ImageTooLargeError, ImgclfError
+from ..explain import GradCAM, overlay, png_bytes
+from ..version import __version__
+from .inputs import decode, describe_error, open_header, predict_arrays, resolve_run, top_k_of
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -98,8 +100,6 @@ class Batcher:
 
     def warm_up(self, image_size: int) -> None:
         """Trace the model for batch sizes 1 and 2 (then any size), off the request path."""
-        from .predict import predict_arrays
-
         for n in (1, 2):
             self._executor.submit(predict_arrays, self.model, np.zeros((n, image_size, image_size, 3), np.float32)).result()
 
@@ -133,8 +133,6 @@ class Batcher:
         return await fut
 
     async def _work(self) -> None:
-        from .predict import predict_arrays
-
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
@@ -242,13 +240,11 @@ def create_app(run, **options):
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.datastructures import UploadFile
 
-    from .predict import ImageTooLargeError, _resolve_run, decode, describe_error, open_header, top_k_of
-
     opts = ServeOptions(**options)
     for name in ("max_upload_bytes", "max_pixels", "max_batch", "max_queue", "top_k"):
         if int(getattr(opts, name)) < 1:
             raise ServeError(f"{name} must be >= 1, got {getattr(opts, name)!r}")
-    run = _resolve_run(run)
+    run = resolve_run(run)
     model = run.model  # safe mode, loaded once
     class_names = run.class_names
     preprocessing = run.preprocessing
@@ -311,8 +307,6 @@ def create_app(run, **options):
     def heatmap_png(pixels: np.ndarray, class_index: int) -> str:
         import base64
 
-        from ..explain import GradCAM, overlay, png_bytes
-
         if "cam" not in explainer:
             explainer["cam"] = GradCAM(model)
         heat, _ = explainer["cam"](pixels[None], [class_index])
@@ -373,8 +367,6 @@ def create_app(run, **options):
             "model": info["model"],
         }
         if explain:
-            from ..explain import ExplainError
-
             try:
                 png = await batcher.call(heatmap_png, pixels, class_names.index(tk[0][0]))
             except ExplainError as e:  # the prediction stands; the heatmap cannot be made

@@ -6,8 +6,9 @@
 """
 
 from imgclf.models.augment import AugmentConfig, build_augmentation
-from imgclf.models.registry import BuiltModel, ModelSpec, build_model, get_spec, list_models
-from imgclf.models.weights import keras_cache_dir, resolve_weights, weights_filename
+from imgclf.models.factory import BuiltModel, build_model
+from imgclf.models.registry import ModelSpec, get_spec, list_models
+from imgclf.models.weights import check_weights, keras_cache_dir, resolve_weights, weights_filename
 
 __all__ = [
     "AugmentConfig",
@@ -15,6 +16,7 @@ __all__ = [
     "ModelSpec",
     "build_augmentation",
     "build_model",
+    "check_weights",
     "get_spec",
     "keras_cache_dir",
     "list_models",

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from imgclf.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: Keras is imported where a model is built
+    import keras
 
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
@@ -162,6 +163,7 @@ def build_augmentation(
     gives the same random sequence. ``value_range`` is the range of the pixel values the block
     sees: (0, 255) normally; the blog's model 3 augments after rescaling, so (-1, 1) there.
     """
+    import keras
     if cfg is None:
         return None
     if not isinstance(cfg, AugmentConfig):

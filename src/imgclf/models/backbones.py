@@ -14,13 +14,16 @@ swaps RGB to BGR and whose bias subtracts the ImageNet mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from imgclf.errors import ConfigError
 from imgclf.models.registry import ModelSpec
 from imgclf.models.weights import load_backbone_weights
+
+if TYPE_CHECKING:  # annotations only: Keras is imported where a model is built
+    import keras
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -35,6 +38,7 @@ class TransferParts:
 
 def create_backbone(spec: ModelSpec, image_size: int, alpha: float | None = None) -> keras.Model:
     """The keras.applications base for ``spec``, no top, random init, not yet frozen."""
+    import keras
     constructor = getattr(keras.applications, spec.application)
     kwargs: dict = {"input_shape": (image_size, image_size, 3), "include_top": False, "weights": None}
     if spec.alphas:
@@ -50,6 +54,7 @@ def create_backbone(spec: ModelSpec, image_size: int, alpha: float | None = None
 
 def preprocessing_layers(spec: ModelSpec) -> list[keras.layers.Layer]:
     """Layers that turn 0..255 images into what ``spec``'s backbone expects (maybe none)."""
+    import keras
     if spec.application == "MobileNetV2":
         return [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess", dtype="float32")]
     if spec.application == "ResNet50":
@@ -73,6 +78,7 @@ def classifier_top(num_classes: int, *, dropout: float, hidden_units: int = 0, s
     """The layers after pooling, as one function of the pooled features: Dropout, then
     ``Dense(hidden_units, relu)`` if asked, then the float32 softmax classifier. Calling the
     function again reuses the same layers (the end-to-end model and the head share them)."""
+    import keras
     drop = keras.layers.Dropout(dropout, seed=seed, name="dropout")
     classifier = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")
     hidden = keras.layers.Dense(hidden_units, activation="relu", name="hidden") if hidden_units else None
@@ -97,6 +103,7 @@ def build_transfer(
     seed: int | None = None,
     hidden_units: int = 0,
 ) -> TransferParts:
+    import keras
     base = create_backbone(spec, image_size, alpha)
     if weights_path is not None:
         load_backbone_weights(base, spec, weights_path, alpha)
@@ -138,6 +145,7 @@ def _pin_inference_mode(base: keras.Model) -> None:
     feature extractor. Their rate is set to 0; BatchNormalization is handled by keeping it
     non-trainable (Keras 3 runs a non-trainable BatchNormalization in inference mode).
     """
+    import keras
     stack = list(base.layers)
     while stack:
         layer = stack.pop()
@@ -147,6 +155,7 @@ def _pin_inference_mode(base: keras.Model) -> None:
 
 
 def _is_batchnorm(layer: keras.layers.Layer) -> bool:
+    import keras
     return isinstance(layer, keras.layers.BatchNormalization)
 
 
@@ -160,6 +169,7 @@ def _freeze_batchnorm(layer: keras.layers.Layer) -> None:
 def unfreeze_top(backbone: keras.Model, n_layers: int) -> None:
     """Make the last ``n_layers`` of ``backbone.layers`` (input layer excluded) trainable,
     keeping every BatchNormalization layer, nested ones included, frozen."""
+    import keras
     layers = [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
     if n_layers <= 0:
         backbone.trainable = False

@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
 
 from imgclf.models.registry import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: Keras is imported where a model is built
+    import keras
 
 # name -> (units of the hidden Dense layer or None, rescale to [-1, 1] before augmentation)
 _VARIANTS: dict[str, tuple[int | None, bool]] = {
@@ -36,6 +39,7 @@ def build_cnn(
     dropout: float = 0.2,
     seed: int | None = None,
 ) -> keras.Model:
+    import keras
     hidden, rescale = _VARIANTS[spec.name]
     image = keras.Input((image_size, image_size, 3), name="image", dtype="float32")
     x = image

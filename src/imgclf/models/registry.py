@@ -1,9 +1,10 @@
-"""The model registry: named specs plus one factory, :func:`build_model`.
+"""The model registry: named specs and the checks of their options (the leaf of ``models``).
 
 A :class:`ModelSpec` carries everything that must not drift apart from a model: its input
 size limits, its preprocessing, its default augmentation and, for transfer models, the
 ``keras.applications`` constructor, the allowed width multipliers (``alpha``) and the name of
-the ImageNet weights file. :func:`build_model` turns a spec into a :class:`BuiltModel`.
+the ImageNet weights file. :func:`imgclf.models.factory.build_model` turns a spec into a
+:class:`~imgclf.models.factory.BuiltModel`.
 
 Every model built here takes float32 images of shape (S, S, 3) with values in 0..255 and
 returns float32 softmax probabilities; it uses built-in Keras layers only, so
@@ -16,10 +17,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-import keras
-
 from imgclf.errors import ConfigError
-from imgclf.models.augment import AugmentConfig, build_augmentation
+from imgclf.models.augment import AugmentConfig
 
 _BLOG_AUGMENT = AugmentConfig(flip="horizontal", rotation=0.2)
 
@@ -237,13 +236,13 @@ def check_alpha(spec: ModelSpec, alpha: float | None) -> float | None:
     raise ConfigError(f"alpha {alpha!r} is not valid for {spec.name}; choose one of: {allowed}")
 
 
-def _check_num_classes(num_classes: int) -> int:
+def check_num_classes(num_classes: int) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes; got num_classes={num_classes!r}")
     return num_classes
 
 
-def _check_dropout(spec: ModelSpec, dropout: float | None) -> float:
+def check_dropout(spec: ModelSpec, dropout: float | None) -> float:
     if dropout is None:
         return spec.default_dropout
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -251,13 +250,13 @@ def _check_dropout(spec: ModelSpec, dropout: float | None) -> float:
     return float(dropout)
 
 
-def _check_pooling(pooling: str) -> str:
+def check_pooling(pooling: str) -> str:
     if pooling not in ("avg", "max"):
         raise ConfigError(f"pooling {pooling!r} is not valid; choose one of: avg, max")
     return pooling
 
 
-def _resolve_augment(spec: ModelSpec, augment: AugmentConfig | None | str) -> AugmentConfig | None:
+def resolve_augment(spec: ModelSpec, augment: AugmentConfig | None | str) -> AugmentConfig | None:
     if isinstance(augment, str):
         if augment == "default":
             return None if spec.default_augment is None else dataclasses.replace(spec.default_augment)
@@ -267,139 +266,4 @@ def _resolve_augment(spec: ModelSpec, augment: AugmentConfig | None | str) -> Au
     raise ConfigError(
         f"augment must be 'default', None, an AugmentConfig or a string like "
         f"'flip=horizontal,rotation=0.2'; got {augment!r}"
-    )
-
-
-# -- the built model -----------------------------------------------------------------------
-@dataclass
-class BuiltModel:
-    """A built model and, for transfer models, its parts.
-
-    ``model`` is end to end (0..255 images -> probabilities). For transfer models
-    ``feature_extractor`` (images -> pooled features, no augmentation) and ``head`` (features
-    -> probabilities) share their layers with ``model``: ``head(feature_extractor(x))`` equals
-    ``model(x, training=False)``, and training ``head`` trains ``model``'s classifier.
-    """
-
-    spec: ModelSpec
-    model: keras.Model
-    augmentation: keras.Sequential | None = None
-    backbone: keras.Model | None = None
-    feature_extractor: keras.Model | None = None
-    head: keras.Model | None = None
-    image_size: int | None = None
-    alpha: float | None = None
-    augment: AugmentConfig | None = None
-    weights_path: str | None = None  # the weights file loaded into the backbone; None = random init
-
-    @property
-    def feature_dim(self) -> int | None:
-        """Length of the pooled feature vector (transfer models), else None."""
-        if self.feature_extractor is None:
-            return None
-        return int(self.feature_extractor.output.shape[-1])
-
-    def unfreeze(self, n_layers: int) -> None:
-        """Make the top ``n_layers`` layers of the backbone trainable, for fine-tuning.
-
-        Layers are counted from the top of ``backbone.layers`` (the input layer excluded),
-        BatchNormalization layers included in the count, as the TensorFlow transfer-learning
-        tutorial's ``fine_tune_at`` does; ``unfreeze(len(backbone.layers) - fine_tune_at)``
-        reproduces it. Every BatchNormalization layer (nested ones too) stays frozen: Keras 3
-        runs a non-trainable BatchNormalization in inference mode, so its moving statistics
-        never move. (The graph calls the backbone with ``training=False``, but Keras 3.15 lets
-        the outer ``fit`` call's ``training=True`` override that, so frozen BN is what counts;
-        the backbone's own Dropout layers are disabled at build time for the same reason.)
-        ``n_layers=0`` freezes the whole backbone again; a count above the number of layers
-        unfreezes them all. Recompile the model afterwards (Keras needs it to see the change).
-        """
-        if self.backbone is None:
-            raise ConfigError(f"model {self.spec.name!r} has no pretrained backbone to unfreeze")
-        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 0:
-            raise ConfigError(f"number of layers to unfreeze must be a whole number >= 0; got {n_layers!r}")
-        from imgclf.models.backbones import unfreeze_top
-
-        unfreeze_top(self.backbone, n_layers)
-
-
-def build_model(
-    name: str,
-    num_classes: int,
-    image_size: int | None = None,
-    *,
-    weights: str | None = "imagenet",
-    alpha: float | None = None,
-    augment: AugmentConfig | None | str = "default",
-    dropout: float | None = None,
-    pooling: str = "avg",
-    seed: int | None = None,
-    hidden_units: int = 0,
-) -> BuiltModel:
-    """Build registry model ``name`` for ``num_classes`` classes.
-
-    ``image_size`` defaults to the spec's; ``weights`` is ``"imagenet"`` (the Keras cache, then
-    a download), ``None``/``"none"`` (random init) or a weights file; it is ignored by the
-    scratch CNNs unless it is a file, which is an error for them. ``augment="default"`` uses
-    the spec's augmentation; ``None`` or an :class:`AugmentConfig` (or its string form)
-    overrides it. ``seed`` seeds the random layers only; global seeds are the trainer's job.
-    ``hidden_units`` (transfer models) puts a ``Dense(hidden_units, relu)`` layer between the
-    dropout and the classifier.
-    """
-    spec = get_spec(name)
-    num_classes = _check_num_classes(num_classes)
-    size = check_image_size(spec, image_size)
-    alpha = check_alpha(spec, alpha)
-    augment_cfg = _resolve_augment(spec, augment)
-    dropout = _check_dropout(spec, dropout)
-    pooling = _check_pooling(pooling)
-
-    if isinstance(hidden_units, bool) or not isinstance(hidden_units, int) or hidden_units < 0:
-        raise ConfigError(f"hidden units must be a whole number >= 0; got {hidden_units!r}")
-    if spec.kind == "cnn":
-        from imgclf.models import cnn
-
-        if hidden_units:
-            raise ConfigError(f"model {spec.name!r} has its own layers; hidden units apply to transfer models only")
-
-        if isinstance(weights, str) and weights.strip().lower() not in ("imagenet", "none", ""):
-            raise ConfigError(
-                f"model {spec.name!r} is trained from scratch and takes no weights file; "
-                "--weights applies to transfer models only"
-            )
-        augmentation = build_augmentation(
-            augment_cfg, seed=seed, value_range=cnn.augment_value_range(spec.name)
-        )
-        model = cnn.build_cnn(spec, num_classes, size, augmentation=augmentation, dropout=dropout, seed=seed)
-        return BuiltModel(
-            spec=spec, model=model, augmentation=augmentation, image_size=size, augment=augment_cfg
-        )
-
-    from imgclf.models import backbones
-    from imgclf.models.weights import resolve_weights
-
-    weights_path = resolve_weights(spec.name, alpha, size, weights)
-    augmentation = build_augmentation(augment_cfg, seed=seed)
-    parts = backbones.build_transfer(
-        spec,
-        num_classes,
-        size,
-        alpha=alpha,
-        weights_path=weights_path,
-        augmentation=augmentation,
-        dropout=dropout,
-        pooling=pooling,
-        seed=seed,
-        hidden_units=hidden_units,
-    )
-    return BuiltModel(
-        spec=spec,
-        model=parts.model,
-        augmentation=augmentation,
-        backbone=parts.backbone,
-        feature_extractor=parts.feature_extractor,
-        head=parts.head,
-        image_size=size,
-        alpha=alpha,
-        augment=augment_cfg,
-        weights_path=weights_path,
     )

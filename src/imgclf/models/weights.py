@@ -21,11 +21,13 @@ import math
 import os
 import warnings
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from imgclf.errors import WeightsError
 from imgclf.models.registry import ModelSpec, check_alpha, check_image_size, get_spec
+
+if TYPE_CHECKING:  # annotations only: Keras is imported where a model is built
+    import keras
 
 # md5 of the official no-top files, as keras.applications checks them on download
 # (keras.applications has none for MobileNetV2).
@@ -72,6 +74,7 @@ def _alternative_filenames(spec: ModelSpec, alpha: float | None, image_size: int
 
 def _download(fname: str, origin: str, cache_dir: Path, file_hash: str | None) -> str:
     """Fetch ``origin`` into ``cache_dir`` (the Keras home); tests replace this function."""
+    import keras
     return keras.utils.get_file(
         fname, origin, cache_subdir="models", cache_dir=str(cache_dir.parent), file_hash=file_hash
     )
@@ -189,6 +192,7 @@ def _fix_efficientnet_normalization(base: keras.Model) -> None:
     scale the inputs wrongly, so square the stored values instead (same result, no extra
     layer). Files that already hold the true variance (saved from a fixed model) are left alone.
     """
+    import keras
     for layer in base.layers:
         if isinstance(layer, keras.layers.Normalization) and hasattr(layer, "adapt_variance"):
             var = keras.ops.convert_to_numpy(layer.adapt_variance)
@@ -196,3 +200,37 @@ def _fix_efficientnet_normalization(base: keras.Model) -> None:
                 layer.adapt_variance.assign(var.astype("float32") ** 2)
                 layer.finalize_state()
             return
+
+
+def check_weights(spec, opts: dict, download: bool = True) -> str | None:
+    """The weights file a transfer model would load (``None``: random init); WeightsError if none.
+
+    With ``download=False`` only the Keras cache is searched (the file for the exact input
+    size, else one made for another size, as :func:`imgclf.models.resolve_weights` does).
+    """
+    if not spec.is_transfer:
+        return None
+    with warnings.catch_warnings():  # "using the file made for another size": training says it again
+        warnings.simplefilter("ignore", UserWarning)
+        return _check_weights(spec, opts, download)
+
+
+def _check_weights(spec, opts: dict, download: bool) -> str | None:
+    weights = opts.get("weights", "imagenet")
+    size = check_image_size(spec, opts.get("image_size"))
+    if download or weights is None or str(weights).strip().lower() != "imagenet":
+        return resolve_weights(spec.name, opts.get("alpha"), size, weights)
+    alpha = check_alpha(spec, opts.get("alpha"))
+    cache = keras_cache_dir()
+    wanted = weights_filename(spec, alpha, size)
+    candidates = [wanted] + [spec.weights_file.format(alpha=None if alpha is None else float(alpha), size=s)
+                             for s in sorted(spec.weights_sizes, key=lambda s: (abs(s - size), -s))]
+    for name in candidates:
+        if (cache / name).is_file():
+            return resolve_weights(spec.name, alpha, size, "imagenet")
+    what = spec.name + (f" (alpha {alpha:g})" if alpha is not None else "")
+    raise WeightsError(
+        f"ImageNet weights for {what} are not in the Keras cache {cache}/ and downloading is off; "
+        f"put {wanted} (from {spec.weights_origin}{wanted}) there"
+        + (", or the file made for any other input size" if len(spec.weights_sizes) > 1 else "")
+        + ", or pass --weights FILE")

@@ -6,16 +6,14 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ..audit import audit
 from ..errors import ImgclfError
+from ..models import check_weights, get_spec
 
 
 def data_health(ds, out: Path, *, model: str = "mobilenet_v2", weights="imagenet", alpha=None,
                 download: bool = True, progress: bool = False) -> dict:
     """Audit ``ds`` into ``out/audit`` and return what the report shows (paths relative to ``out``)."""
-    from ..audit import audit
-    from ..models import get_spec
-    from .study import check_weights
-
     spec = get_spec(model)
     note = None
     try:

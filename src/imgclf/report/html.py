@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from . import health
-from .markdown import KIND_LABEL, count, data_sentences, model_sentences, pct, points, seconds, split_total
+from .markdown import KIND_LABEL, data_sentences, model_sentences, split_total
+from .numbers import count, pct, points, seconds
+from .trust import html_section
 from .tuned import tune_html
 
 __all__ = ["render_html", "TEMPLATE"]
@@ -253,7 +255,6 @@ def _model(i: int, name: str, m: dict, results: dict, fig: _Figures) -> str:
              cls="narrow")
     if not tl and ev.get("per_class"):
         tl = "<p>No test image was misclassified.</p>"
-    from .trust import html_section
 
     trust = html_section(m, fig, _e, _md_inline, _table)
     layers = m.get("layers") or []

@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from .health import markdown as health_markdown
+from .numbers import count, pct, points, seconds
+from .trust import markdown_lines
+from .tuned import tune_markdown
 
 __all__ = ["render_markdown", "pct", "points", "seconds", "count", "data_sentences", "model_sentences",
            "KIND_LABEL"]
@@ -15,26 +18,6 @@ KIND_LABEL = {"cnn": "trained from scratch", "transfer": "transfer learning"}
 
 
 # -- formatting shared with html.py ----------------------------------------------------------
-
-def pct(x, digits: int = 1) -> str:
-    return "n/a" if x is None else f"{x:.{digits}%}"
-
-
-def points(x) -> str:
-    return "n/a" if x is None else f"{x * 100:+.1f} pts"
-
-
-def seconds(x) -> str:
-    if x is None:
-        return "n/a"
-    if x >= 120:
-        return f"{x / 60:.1f} min"
-    return f"{x:.1f} s" if x >= 1 else f"{x * 1000:.0f} ms"
-
-
-def count(n) -> str:
-    return "n/a" if n is None else f"{int(n):,}"
-
 
 def split_total(data: dict, split: str) -> int:
     return sum(data["counts"].get(split, {}).values())
@@ -110,8 +93,6 @@ def _img(path: str | None, alt: str) -> list[str]:
 
 
 def render_markdown(results: dict) -> str:
-    from .tuned import tune_markdown
-
     data = results["data"]
     comp = results.get("comparison") or {}
     base = data["baseline"]
@@ -174,7 +155,6 @@ def render_markdown(results: dict) -> str:
                         "lrrrr") + [""]
         L += _img(figs.get("confusion_matrix"), f"{name}: confusion matrix")
         L += _img(figs.get("top_losses"), f"{name}: most confidently wrong test images, with Grad-CAM heatmaps")
-        from .trust import markdown_lines
 
         L += markdown_lines(m, _img, _table)
         layers = m.get("layers") or []

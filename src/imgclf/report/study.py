@@ -26,7 +26,6 @@ import dataclasses
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,14 +33,23 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .. import __version__, figures, io
-from ..config import DATA_FIELDS, STUDY_EPOCHS, DataConfig, StudyConfig, TrainConfig, merge
+from .. import figures, io, tracking
+from ..augment_preview import augment_preview
+from ..config import DATA_FIELDS, STUDY_EPOCHS, TRANSFER_ONLY, DataConfig, StudyConfig, TrainConfig, merge
 from ..data.dataset import ImageDataset, load_dataset
-from .health import data_health
 from ..data.split import SPLITS, read_split_lists
 from ..errors import ConfigError, WeightsError
+from ..models import check_weights, get_spec
+from ..overview import describe
 from ..run import Run
+from ..training import resume, train
+from ..tuning import tune
+from ..version import __version__
 from .diagnosis import diagnose, second_half
+from .health import data_health
+from .html import render_html
+from .markdown import render_markdown
+from .trust import section as trust_section
 
 __all__ = ["DEFAULT_MODELS", "RESULTS_FORMAT", "StudyResult", "study", "model_layers"]
 
@@ -82,8 +90,6 @@ def _silent(_: str) -> None:
 
 
 def _check_models(models: str | Iterable[str]) -> list[str]:
-    from ..models import get_spec
-
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",")]
     names: list[str] = []
@@ -320,45 +326,8 @@ def _model_options(spec, *, epochs, image_size, fine_tune, fine_tune_epochs, wei
         opts["weights"] = None if weights is None else os.fspath(weights)
         if alpha is not None:
             opts["alpha"] = alpha
-    opts.update(extra or {})
+    opts.update({k: v for k, v in (extra or {}).items() if spec.is_transfer or k not in TRANSFER_ONLY})
     return opts
-
-
-def check_weights(spec, opts: dict, download: bool = True) -> str | None:
-    """The weights file a transfer model would load (``None``: random init); WeightsError if none.
-
-    With ``download=False`` only the Keras cache is searched (the file for the exact input
-    size, else one made for another size, as :func:`imgclf.models.resolve_weights` does).
-    """
-    if not spec.is_transfer:
-        return None
-    with warnings.catch_warnings():  # "using the file made for another size": training says it again
-        warnings.simplefilter("ignore", UserWarning)
-        return _check_weights(spec, opts, download)
-
-
-def _check_weights(spec, opts: dict, download: bool) -> str | None:
-    from ..models import keras_cache_dir, resolve_weights, weights_filename
-    from ..models.registry import check_alpha, check_image_size
-
-    weights = opts.get("weights", "imagenet")
-    size = check_image_size(spec, opts.get("image_size"))
-    if download or weights is None or str(weights).strip().lower() != "imagenet":
-        return resolve_weights(spec.name, opts.get("alpha"), size, weights)
-    alpha = check_alpha(spec, opts.get("alpha"))
-    cache = keras_cache_dir()
-    wanted = weights_filename(spec, alpha, size)
-    candidates = [wanted] + [spec.weights_file.format(alpha=None if alpha is None else float(alpha), size=s)
-                             for s in sorted(spec.weights_sizes, key=lambda s: (abs(s - size), -s))]
-    for name in candidates:
-        if (cache / name).is_file():
-            return resolve_weights(spec.name, alpha, size, "imagenet")
-    what = spec.name + (f" (alpha {alpha:g})" if alpha is not None else "")
-    raise WeightsError(
-        f"ImageNet weights for {what} are not in the Keras cache {cache}/ and downloading is off; "
-        f"put {wanted} (from {spec.weights_origin}{wanted}) there"
-        + (", or the file made for any other input size" if len(spec.weights_sizes) > 1 else "")
-        + ", or pass --weights FILE")
 
 
 _COMPARED = ("epochs", "image_size", "batch_size", "seed", "fine_tune", "fine_tune_epochs", "alpha", "weights")
@@ -397,8 +366,6 @@ def _refuse(run: Run, spec, key: str, have, want) -> None:
 
 def _train_or_resume(ds, spec, run_dir: Path, opts: dict, download: bool, progress: bool, say, *,
                      tune_trials: int | None = None):
-    from ..training import resume, train
-
     if (run_dir / "config.json").is_file():
         run = Run(run_dir)
         _check_same_options(run, opts, spec)
@@ -411,8 +378,6 @@ def _train_or_resume(ds, spec, run_dir: Path, opts: dict, download: bool, progre
         return resume(run_dir, data=ds.root, progress=progress), "resumed"
     check_weights(spec, opts, download)
     if tune_trials:
-        from ..tuning import tune
-
         say(f"  {spec.name}: tuning ({tune_trials} trials) -> {run_dir}")
         searched = {k: v for k, v in opts.items() if k != "epochs"}  # the search chooses the epochs
         return tune(ds, spec.name, trials=tune_trials, output=run_dir, progress=progress,
@@ -474,7 +439,6 @@ def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dic
     figs = {"history": _rel(run.figures_dir / "history.png", out)}
     for k, p in (evaluation.get("figures") or {}).items():
         figs[k] = _rel(p, out)
-    from .trust import section as trust_section
 
     trust = trust_section(run, ds, out, _rel)
     if trust.pop("reliability_figure"):
@@ -643,9 +607,6 @@ def _winner_sentence(w: dict | None, base: dict, n_done: int, n_all: int) -> str
 # -- writing ----------------------------------------------------------------------------------
 
 def _write(out: Path, results: dict) -> tuple[Path, Path, Path]:
-    from .html import render_html
-    from .markdown import render_markdown
-
     results["comparison"] = _comparison(results, out)
     js = io.write_json(out / "results.json", results)
     md = io.write_text(out / "report.md", render_markdown(results))

@@ -8,15 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from .. import io
+from ..calibration import describe
+from ..inference.tta import split_effect
+
 TTA_MODE = "flip"
 
 
 def tta_on_validation(run, ds) -> dict | None:
     """Validation accuracy with and without flip TTA, kept in metrics.json (``tta.validation``)
     so that a study run again does not compute it again."""
-    from .. import io
-    from ..inference.tta import split_effect
-
     if not len(ds.indices("validation")):
         return None
     metrics = run.metrics()
@@ -31,8 +32,6 @@ def tta_on_validation(run, ds) -> dict | None:
 
 def section(run, ds, out: Path, rel: Callable[[Path, Path], str]) -> dict:
     """``{"calibration": ..., "tta": ..., "reliability_figure": ...}`` for one model of the study."""
-    from ..calibration import describe
-
     cal = run.metrics().get("calibration")
     figure = run.figures_dir / "reliability.png"
     info = None

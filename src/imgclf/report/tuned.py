@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any, Callable
 
-from .markdown import pct, seconds
+from .numbers import pct, seconds
 
 
 def _value(v: Any) -> str:

@@ -19,14 +19,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, figures, io, tracking
+from .. import figures, io, tracking
+from ..calibration import calibrate_model, scale
 from ..config import CONFIG_FORMAT, TrainConfig, merge
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import RunError, first_line
+from ..metrics import scores
 from ..models import AugmentConfig, build_model, get_spec
 from ..models.registry import check_image_size
 from ..run import Run, read_history, write_history
+from ..version import __version__
 from . import keep as keeping
+from . import multiworker
+from .distribute import choose
+from .features import extract_features, feature_dataset
+from .scoring import leak_free, predict_split
 
 
 def _keras():
@@ -214,8 +221,6 @@ def resume(run_dir: str | os.PathLike, *, data=None, progress: bool = True,
 
 
 def _distribution(cfg: TrainConfig, workers, worker_index):
-    from .distribute import choose
-
     return choose(cfg.strategy, workers=workers, worker_index=worker_index)
 
 
@@ -345,7 +350,6 @@ def _restore(train_model, checkpoint: Path) -> None:
 
 def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress: bool) -> Run:
     keras = _keras()
-    from .features import extract_features, feature_dataset
 
     stages = plan(cfg, built.spec.is_transfer)
     state = run.state
@@ -407,8 +411,6 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         if trackers:
             callbacks += trackers.callbacks(stage, rows)
         if dist.num_workers > 1:
-            from . import multiworker
-
             multiworker.fit(train_model, train_data, val_data, epochs=end, initial_epoch=max(done, start),
                             dist=dist, callbacks=callbacks, class_weight=class_weight, one_hot=one_hot,
                             verbose=int(dist.is_chief and verbose > 0), **fit_args)
@@ -468,8 +470,6 @@ def _fine_tune_verdict(run: Run, cfg: TrainConfig, ds: ImageDataset, built) -> d
     where a multi-worker ``predict`` would wait for workers that have finished); the test
     accuracy of both is recorded, not used. ``None`` without a validation split.
     """
-    from ..evaluation import predict_split, scores
-
     path = run.checkpoints_dir / HEAD_CHECKPOINT
     if not len(ds.indices("validation")) or not path.is_file():
         return None
@@ -528,8 +528,6 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
             features: np.ndarray | None, fine_tune: dict | None = None, progress: bool,
             kept: dict | None = None, keep: str | None = None) -> np.ndarray:
     """Save and score the final model; returns its validation probabilities."""
-    from ..evaluation import leak_free, predict_split, scores
-
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
         final.save(tmp)
@@ -581,15 +579,13 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     meta = run.meta
     meta["complete"] = True
     io.write_json(run.config_file, meta)
-    run._config = None
+    run.reload()
     return outputs["validation"][0]  # calibrated when the temperature was applied
 
 
 def _calibrate(run: Run, final, ds: ImageDataset, outputs: dict, image_size: int) -> dict:
     """Fit a temperature on validation and build it into the saved model (see imgclf.calibration);
     ``outputs`` (split -> (probabilities, labels)) then holds the calibrated probabilities."""
-    from ..calibration import calibrate_model, scale
-
     result = calibrate_model(final, outputs, figure=run.figures_dir / "reliability.png")
     if not result.get("applied"):
         return result
@@ -598,7 +594,7 @@ def _calibrate(run: Run, final, ds: ImageDataset, outputs: dict, image_size: int
         outputs[split] = (scale(probs, t), labels)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
         final.save(tmp)
-    run._model = None
+    run.reload()
     # the saved model itself must give the calibrated probabilities
     probs, _ = outputs["validation"]
     idx = np.arange(min(16, len(probs)))

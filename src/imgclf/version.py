@@ -1,0 +1,3 @@
+"""The version of imgclf (written into every run folder, export and report)."""
+
+__version__ = "0.1.0"
