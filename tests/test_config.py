@@ -146,3 +146,18 @@ def test_a_new_option_is_one_field():
     with pytest.raises(ConfigError, match="warmup must be an integer >= 0, got -1"):
         Extended(warmup=-1).validate()
     assert Extended(warmup=2).to_dict()["warmup"] == 2
+
+
+@pytest.mark.slow
+def test_an_option_given_on_the_command_line_reaches_the_optimizer_and_config_json(cli, class_tree, tmp_path):
+    import imgclf
+    from imgclf.training.trainer import _optimizer
+
+    out = tmp_path / "run"
+    code, stdout, err = cli("train", class_tree, "-m", "cnn", "--epochs", "1", "--image-size", "32",
+                            "--weight-decay", "0.02", "--optimizer", "adamw", "-o", out, "-q")
+    assert code == 0, err
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["weight_decay"] == 0.02 and saved["optimizer"] == "adamw"
+    cfg = imgclf.load(out).config
+    assert _optimizer(cfg, cfg.learning_rate).weight_decay == pytest.approx(0.02)

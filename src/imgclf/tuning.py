@@ -43,7 +43,7 @@ from .models import get_spec
 from .models.backbones import classifier_top
 from .models.registry import check_dropout, check_image_size
 from .run import Run
-from .training import resume, train
+from . import training
 from .training import trainer as tr
 from .training.distribute import choose
 from .training.features import extract_features, feature_dataset
@@ -265,7 +265,7 @@ def tune(data=None, model: str = "mobilenet_v2", *, trials: int = DEFAULT_TRIALS
             say(f"{run.path} is already tuned and trained")
             return TuneResult(run, run.meta.get("tune") or {})
         say(f"resuming the final run in {run.path}")
-        return TuneResult(resume(run.path, data=data if not isinstance(data, ImageDataset) else data.root,
+        return TuneResult(training.resume(run.path, data=data if not isinstance(data, ImageDataset) else data.root,
                                  progress=progress), run.meta.get("tune") or {})
 
     data_options = {k: options.pop(k) for k in DATA_FIELDS if k in options and k != "seed"}
@@ -284,7 +284,7 @@ def tune(data=None, model: str = "mobilenet_v2", *, trials: int = DEFAULT_TRIALS
     fixed = {k: v for k, v in best.items()}
     say(f"best trial {summary['best_trial']}: validation accuracy {summary['best_validation_accuracy']:.1%} "
         f"(the defaults: {_pct(summary.get('default_validation_accuracy'))}); training it into {run.path}")
-    trained = train(ds, model, output=run.path, progress=progress, record={"tune": summary},
+    trained = training.train(ds, model, output=run.path, progress=progress, record={"tune": summary},
                     **{**options, **fixed})
     return TuneResult(trained, summary)
 
