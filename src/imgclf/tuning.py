@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import figures, io
+from . import figures, io, training
 from .config import DATA_FIELDS, OPTIMIZERS, DataConfig, TrainConfig
 from .data.dataset import ImageDataset, load_dataset
 from .errors import ConfigError, first_line
@@ -43,7 +43,6 @@ from .models import get_spec
 from .models.backbones import classifier_top
 from .models.registry import check_dropout, check_image_size
 from .run import Run
-from . import training
 from .training import trainer as tr
 from .training.distribute import choose
 from .training.features import extract_features, feature_dataset

@@ -4,7 +4,8 @@
 strategy otherwise; ``mirrored`` insists on it; ``multi-worker`` uses
 ``MultiWorkerMirroredStrategy``, configured by ``TF_CONFIG`` or by ``--workers
 host:port,...`` and ``--worker-index i`` (which write ``TF_CONFIG`` for you); ``none`` is the
-default strategy. Only the chief (worker 0) writes the run folder.
+default strategy. Only the chief (worker 0) writes the run folder, except that each worker
+writes its own shard of a frozen backbone's features into its ``cache/`` (training/features.py).
 """
 
 from __future__ import annotations

@@ -6,6 +6,14 @@ augmentation on, ``views`` versions of each training image are computed: the pla
 first, then augmented ones, and each epoch the head sees one view per image, drawn at
 random. The arrays live in the run's ``cache/`` folder (memory-mapped ``.npy``), keyed by
 everything that changes them.
+
+Under several workers the pass is sharded: worker ``i`` of ``n`` computes a contiguous share
+of the images (their plain features and all their augmented views) once, into
+``cache/features-<key>/shard-<i>-of-<n>-*.npy`` with a record ``shard-<i>-of-<n>.json`` of
+the rows it covers and how many images it passed through the backbone; the chief waits for
+every shard, assembles them into the same files a single process writes, and the other
+workers map those. The run folder must be shared by the workers (one machine, or a shared
+file system), as it already is for the split lists and checkpoints.
 """
 
 from __future__ import annotations
@@ -14,11 +22,14 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .. import io
+from ..errors import RunError
 from ..io import TMP_PREFIX
 from ..progress import bar as progress_bar
 
@@ -63,10 +74,24 @@ def _save_atomic(folder: Path, name: str, shape, fill) -> np.ndarray:
     return np.load(target, mmap_mode="r")
 
 
+SHARD_TIMEOUT_S = 3600.0  # how long a worker waits for another worker's share of the features
+
+
+def shard_of(n: int, worker_index: int, num_workers: int) -> slice:
+    """Worker ``worker_index``'s contiguous share of ``n`` positions; the shares of all
+    workers partition ``range(n)`` and differ in size by one at most."""
+    return slice(n * worker_index // num_workers, n * (worker_index + 1) // num_workers)
+
+
 def extract_features(built, ds, image_size: int, *, views: int, seed: int, folder: Path,
-                     batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     batch_size: int = 64, progress: bool = True, shard: tuple[int, int] = (0, 1),
+                     timeout: float = SHARD_TIMEOUT_S) -> tuple[np.ndarray, np.ndarray]:
     """``(plain, augmented)``: plain features of every image of every split, ``(N, D)``, and
-    augmented training views ``(views - 1, n_train, D)`` (empty without augmentation)."""
+    augmented training views ``(views - 1, n_train, D)`` (empty without augmentation).
+
+    ``shard=(worker_index, num_workers)``: this worker computes its share only (see the module
+    docstring) and waits up to ``timeout`` seconds for the others'; every worker returns the
+    whole arrays."""
     import tensorflow as tf
 
     images = ds.decoded(image_size)
@@ -76,7 +101,17 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     key = feature_key(built, ds, image_size, views if extra else 1, seed)
     train_idx = ds.indices("train")
     used = np.sort(np.concatenate([ds.indices(s) for s in ("train", "validation", "test")]))
-    total = len(used) + extra * len(train_idx)
+    worker, workers = shard
+    names = (f"features-{key}-plain.npy", f"features-{key}-views.npy")
+    shapes = ((n, d), (extra, len(train_idx), d))
+    if workers > 1:
+        done = _complete(folder, names, shapes, extra)
+        if done is not None:  # a resumed run: every shard was assembled already
+            return done
+        plain_share, view_share = used[shard_of(len(used), worker, workers)], shard_of(len(train_idx), worker, workers)
+        total = len(plain_share) + extra * (view_share.stop - view_share.start)
+    else:
+        total = len(used) + extra * len(train_idx)
     bar = progress_bar(total, "backbone features", progress)
 
     h, w = images.shape[1:3]
@@ -90,6 +125,8 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     def augmented_step(x):
         return extractor(augmentation(tf.cast(x, tf.float32), training=True), training=False)
 
+    passed = [0]  # images through the backbone in this call
+
     def run(step, indices, out, at=None):
         """Features of ``images[indices]`` into ``out`` in order, or at rows ``at`` of it."""
         pos = 0
@@ -100,24 +137,124 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
             else:
                 out[at[pos: pos + len(f)]] = f
             pos += len(f)
+            passed[0] += len(f)
             bar.update(len(f))
 
+    def fill_views(rows):
+        def fill(out):
+            for v in range(extra):
+                run(augmented_step, rows, out[v])
+        return fill
+
     try:
-        plain = _save_atomic(folder, f"features-{key}-plain.npy", (n, d),
-                             lambda out: run(plain_step, used, out, at=used))  # bad files' rows stay 0
-        if extra:
-            tf.random.set_seed(seed)
-
-            def fill_views(out):
-                for v in range(extra):
-                    run(augmented_step, train_idx, out[v])
-
-            augmented = _save_atomic(folder, f"features-{key}-views.npy", (extra, len(train_idx), d), fill_views)
+        if workers > 1:
+            shards = folder / f"features-{key}"
+            if extra:
+                tf.random.set_seed(seed)
+            _compute_shard(shards, worker, workers, plain_share, train_idx[view_share], d, extra,
+                           plain=lambda out: run(plain_step, plain_share, out), views=fill_views(train_idx[view_share]),
+                           computed=lambda: passed[0])
         else:
-            augmented = np.zeros((0, len(train_idx), d), np.float32)
+            plain = _save_atomic(folder, names[0], shapes[0],
+                                 lambda out: run(plain_step, used, out, at=used))  # bad files' rows stay 0
+            if extra:
+                tf.random.set_seed(seed)
+                augmented = _save_atomic(folder, names[1], shapes[1], fill_views(train_idx))
+            else:
+                augmented = np.zeros(shapes[1], np.float32)
     finally:
         bar.close()
+    if workers > 1:
+        if worker == 0:
+            _assemble(folder, shards, names, shapes, workers, train_idx, extra, timeout)
+        return _wait_for_arrays(folder, names, shapes, extra, timeout)
     return plain, augmented
+
+
+def _shard_name(worker: int, workers: int) -> str:
+    return f"shard-{worker}-of-{workers}"
+
+
+def _compute_shard(shards: Path, worker: int, workers: int, rows: np.ndarray, view_rows: np.ndarray, d: int,
+                   extra: int, *, plain, views, computed) -> None:
+    """Write this worker's share (unless a record says it is there already), then its record."""
+    name = _shard_name(worker, workers)
+    record = shards / f"{name}.json"
+    if record.is_file():
+        return
+    started = time.time()
+    _save_atomic(shards, f"{name}-plain.npy", (len(rows), d), plain)
+    if extra:
+        _save_atomic(shards, f"{name}-views.npy", (extra, len(view_rows), d), views)
+    io.write_json(record, {"worker": worker, "num_workers": workers, "rows": rows, "view_rows": view_rows,
+                           "views": extra, "images": int(computed()), "seconds": round(time.time() - started, 3)})
+
+
+def shard_records(folder: Path) -> list[dict]:
+    """The records of the feature shards in a run's ``cache/`` folder, worker by worker."""
+    return [io.read_json(p) for p in sorted(Path(folder).glob("features-*/shard-*-of-*.json"))]
+
+
+def _wait_for(path: Path, owner: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while not path.is_file():
+        if time.time() > deadline:
+            raise RunError(f"{path} ({owner}'s share of the features) did not appear within {timeout:.0f}s; "
+                           f"check that {owner} is running and that every worker shares the run folder")
+        time.sleep(0.2)
+
+
+def _assemble(folder: Path, shards: Path, names, shapes, workers: int, train_idx: np.ndarray, extra: int,
+              timeout: float) -> None:
+    """The chief: wait for every worker's shard, then write the whole arrays (rows of unread
+    files stay 0, as in one process) and drop the shards' arrays (their records stay)."""
+    for i in range(workers):
+        _wait_for(shards / f"{_shard_name(i, workers)}.json", f"worker {i}", timeout)
+    records = [io.read_json(shards / f"{_shard_name(i, workers)}.json") for i in range(workers)]
+    position = {int(r): p for p, r in enumerate(train_idx)}
+
+    def arrays(kind):
+        return [np.load(shards / f"{_shard_name(i, workers)}-{kind}.npy", mmap_mode="r") for i in range(workers)]
+
+    def fill_plain(out):
+        for rec, part in zip(records, arrays("plain")):
+            out[np.asarray(rec["rows"], np.int64)] = part
+
+    def fill_views(out):
+        for rec, part in zip(records, arrays("views")):
+            out[:, [position[int(r)] for r in rec["view_rows"]]] = part
+
+    _save_atomic(folder, names[0], shapes[0], fill_plain)
+    if extra:
+        _save_atomic(folder, names[1], shapes[1], fill_views)
+    for p in shards.glob("shard-*.npy"):
+        p.unlink(missing_ok=True)
+    io.remove_partial(shards)
+
+
+def _complete(folder: Path, names, shapes, extra: int):
+    """The whole arrays when they are in ``folder`` with the right shapes, else ``None``."""
+    arrays = []
+    for name, shape in zip(names[: 1 + bool(extra)], shapes):
+        try:
+            arr = np.load(folder / name, mmap_mode="r")
+        except (ValueError, OSError):
+            return None
+        if arr.shape != tuple(shape):
+            return None
+        arrays.append(arr)
+    return arrays[0], (arrays[1] if extra else np.zeros(shapes[1], np.float32))
+
+
+def _wait_for_arrays(folder: Path, names, shapes, extra: int, timeout: float):
+    """The whole arrays the chief assembles (at once for the chief itself)."""
+    for name in names[: 1 + bool(extra)]:
+        _wait_for(folder / name, "the chief (worker 0)", timeout)
+    done = _complete(folder, names, shapes, extra)
+    if done is None:
+        raise RunError(f"the features in {folder} do not fit this run's data; delete the run's cache/ folder "
+                       "and start every worker again")
+    return done
 
 
 def _batches(images, indices: np.ndarray, batch_size: int):
@@ -139,10 +276,12 @@ def _batches(images, indices: np.ndarray, batch_size: int):
 
 def feature_dataset(plain: np.ndarray, augmented: np.ndarray, labels: np.ndarray, indices: np.ndarray, *,
                     batch_size: int, shuffle: bool, seed: int, one_hot: bool, num_classes: int,
-                    train_rows: np.ndarray | None = None):
+                    train_rows: np.ndarray | None = None, shard: tuple[int, int] | None = None,
+                    repeat: bool = False):
     """``tf.data`` of (features, labels). For training, each element draws one of the views
     (plain or augmented) at random each epoch; ``train_rows`` maps dataset rows to positions in
-    ``augmented``."""
+    ``augmented``. ``shard=(num_workers, worker_index)`` keeps one worker's share of the rows;
+    ``repeat`` repeats them (reshuffled) without end."""
     import tensorflow as tf
 
     views = 1 + len(augmented)
@@ -161,8 +300,12 @@ def feature_dataset(plain: np.ndarray, augmented: np.ndarray, labels: np.ndarray
 
     aug_pos_of = dict(zip(rows.tolist(), aug_pos.tolist()))
     ds = tf.data.Dataset.from_tensor_slices(rows)
+    if shard is not None:
+        ds = ds.shard(*shard)
     if shuffle:
         ds = ds.shuffle(max(1, len(rows)), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
     if shuffle and views > 1:
         # a fresh draw of views every epoch (an op-level seed would repeat the same draw)
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(lambda r: r % views)

@@ -11,6 +11,7 @@ from the last finished epoch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import sys
 import time
@@ -361,9 +362,10 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
     one_hot = cfg.label_smoothing > 0
     class_weight = _class_weight(cfg, ds.labels("train"), ds.num_classes)
     verbose = _verbose(progress)
-    # Feature caching trains a tiny head in one process; under a distribution strategy the
-    # head trains end to end like everything else.
-    feature_cache = cfg.feature_cache and built.feature_extractor is not None and not dist.distributed
+    # The head trains on cached features under any strategy: several workers share the
+    # backbone's pass over the images (each computes its shard once, see training/features.py)
+    # and then train the head together on the whole arrays, as they train a model end to end.
+    feature_cache = cfg.feature_cache and built.feature_extractor is not None
     features = None
     start = 0
     trained = False
@@ -397,14 +399,9 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         if use_features:
             if features is None:
                 features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
-                                            folder=run.cache_dir, progress=progress)
-            plain, augmented = features
-            labels_all = ds.row_labels()
-            common = dict(batch_size=cfg.batch_size, seed=cfg.seed, one_hot=one_hot, num_classes=ds.num_classes)
-            train_data = feature_dataset(plain, augmented, labels_all, ds.indices("train"), shuffle=True,
-                                         train_rows=ds.indices("train"), **common)
-            val_data = (feature_dataset(plain, augmented, labels_all, ds.indices("validation"), shuffle=False,
-                                        **common) if len(ds.indices("validation")) else None)
+                                            folder=run.cache_dir, progress=progress,
+                                            shard=(dist.worker_index, dist.num_workers))
+            train_data, val_data, fit_args = _feature_data(cfg, ds, dist, features, one_hot)
         else:
             train_data, val_data, fit_args = _image_data(cfg, ds, dist, one_hot)
         callbacks = [_EpochCheckpoint(run, stage, rows, dist.is_chief, keep=keep, bests=bests)]
@@ -436,12 +433,17 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             built.unfreeze(cfg.fine_tune)
         _restore_into_model(built, _kept_checkpoint(run, keep, bests, last.get("stage"))
                             or run.checkpoints_dir / last["checkpoint"], last.get("stage"))
+    _write_digest(built, dist)
     if dist.is_chief:
         verdict = _fine_tune_verdict(run, cfg, ds, built) if stages[-1][0] == "fine_tune" else None
         last_on_features = feature_cache and stages[-1][0] == "head"
-        if last_on_features and features is None:
+        if last_on_features and features is None:  # the chief alone, unless the cache is whole
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                         folder=run.cache_dir, progress=progress)
+        if last_on_features and dist.num_workers > 1:
+            # the head scores the features outside the strategy: a multi-worker predict would
+            # wait for workers that have finished
+            built = _outside_strategy(cfg, ds.num_classes, built)
         kept = keeping.kept_epochs(rows, bests, keep)
         if verdict is not None and not verdict.get("kept", True):
             kept.pop("fine_tune", None)  # the head stage's weights went back: its epoch is the one kept
@@ -456,6 +458,13 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
 def _kept_checkpoint(run: Run, keep: str, bests: dict, stage: str | None) -> Path | None:
     """The checkpoint of ``stage``'s best epoch when the run keeps the best (else ``None``)."""
     return keeping.best_checkpoint(run.checkpoints_dir, bests, stage) if keep == "best" else None
+
+
+def _outside_strategy(cfg: TrainConfig, num_classes: int, built):
+    """A copy of ``built`` (same precision, same weights) that belongs to no distribution strategy."""
+    plain = _build_in(cfg.precision, cfg, num_classes, weights=None)
+    plain.model.set_weights(built.model.get_weights())
+    return plain
 
 
 HEAD_CHECKPOINT = "head.keras"  # in checkpoints/: the end-to-end model when the head stage ended
@@ -489,6 +498,62 @@ def _fine_tune_verdict(run: Run, cfg: TrainConfig, ds: ImageDataset, built) -> d
     return verdict
 
 
+def _worker_batches(cfg: TrainConfig, n_train: int, dist) -> tuple[int, dict]:
+    """Each worker's batch size and ``multiworker.fit``'s steps per epoch and global batch: every
+    worker runs the same number of steps (its shard repeated), so none waits on another at an
+    epoch end."""
+    import math
+
+    per_worker = max(1, math.ceil(cfg.batch_size / dist.num_workers))
+    steps = max(1, math.ceil(n_train / (per_worker * dist.num_workers)))
+    return per_worker, {"steps_per_epoch": steps, "global_batch": per_worker * dist.num_workers}
+
+
+def _no_auto_shard():
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+def _feature_data(cfg: TrainConfig, ds: ImageDataset, dist, features, one_hot: bool):
+    """Training and validation pipelines of cached features: under several workers each worker
+    reads its shard of the training rows, and evaluates every validation row itself."""
+
+    plain, augmented = features
+    labels_all, train_idx = ds.row_labels(), ds.indices("train")
+    common = dict(seed=cfg.seed, one_hot=one_hot, num_classes=ds.num_classes)
+    has_val = len(ds.indices("validation")) > 0
+    val_data = (feature_dataset(plain, augmented, labels_all, ds.indices("validation"), shuffle=False,
+                                batch_size=cfg.batch_size, **common) if has_val else None)
+    if dist.num_workers <= 1:
+        train_data = feature_dataset(plain, augmented, labels_all, train_idx, shuffle=True, train_rows=train_idx,
+                                     batch_size=cfg.batch_size, **common)
+        return train_data, val_data, {}
+    per_worker, fit_args = _worker_batches(cfg, len(train_idx), dist)
+    options = _no_auto_shard()
+    train_data = feature_dataset(plain, augmented, labels_all, train_idx, shuffle=True, train_rows=train_idx,
+                                 batch_size=per_worker, shard=(dist.num_workers, dist.worker_index), repeat=True,
+                                 **common).with_options(options)
+    return train_data, val_data.with_options(options) if has_val else None, fit_args
+
+
+DIGEST_ENV = "IMGCLF_WEIGHTS_DIGEST_DIR"  # a folder: each worker writes the digest of its weights there
+
+
+def _write_digest(built, dist) -> None:
+    """With ``IMGCLF_WEIGHTS_DIGEST_DIR`` set, write ``worker-<i>.txt``: the SHA-256 of this
+    worker's final weights, to check that every worker of a run ends with the same model."""
+    folder = os.environ.get(DIGEST_ENV)
+    if not folder:
+        return
+    h = hashlib.sha256()
+    for w in built.model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    io.write_text(Path(folder) / f"worker-{dist.worker_index}.txt", h.hexdigest() + "\n")
+
+
 def _image_data(cfg: TrainConfig, ds: ImageDataset, dist, one_hot: bool):
     """Training and validation pipelines of decoded images (sharded per worker when distributed)."""
     has_val = len(ds.indices("validation")) > 0
@@ -497,19 +562,11 @@ def _image_data(cfg: TrainConfig, ds: ImageDataset, dist, one_hot: bool):
         val_data = (ds.tf_dataset("validation", batch_size=cfg.batch_size, image_size=cfg.image_size,
                                   one_hot=one_hot) if has_val else None)
         return train_data, val_data, {}
-    import math
-
-    import tensorflow as tf
-
-    # Each worker reads its own shard of the shuffled file list and every worker runs the same
-    # number of steps (the shards are repeated), so no worker waits on another at an epoch end.
-    per_worker = max(1, math.ceil(cfg.batch_size / dist.num_workers))
-    steps = max(1, math.ceil(len(ds.indices("train")) / (per_worker * dist.num_workers)))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    # Each worker reads its own shard of the shuffled file list.
+    per_worker, fit_args = _worker_batches(cfg, len(ds.indices("train")), dist)
+    options = _no_auto_shard()
     train_data = ds.tf_dataset("train", batch_size=per_worker, image_size=cfg.image_size, one_hot=one_hot,
                                shard=(dist.num_workers, dist.worker_index), repeat=True).with_options(options)
-    fit_args = {"steps_per_epoch": steps, "global_batch": per_worker * dist.num_workers}
     val_data = None
     if has_val:
         val_data = ds.tf_dataset("validation", batch_size=cfg.batch_size, image_size=cfg.image_size,
