@@ -28,6 +28,7 @@ from pathlib import Path
 from . import io
 from .config import TRACKERS
 from .errors import ConfigError, first_line
+from .metrics import confusion
 
 #: extra name, import name, the lowest version tested
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard", "2.16"), "mlflow": ("mlflow", "mlflow", "2.12")}
@@ -168,7 +169,6 @@ def run_figures(run, class_names: list[str], labels, probs) -> dict[str, bytes]:
     import numpy as np
 
     from . import figures
-    from .evaluation import confusion
 
     out = {}
     history = run.figures_dir / "history.png"

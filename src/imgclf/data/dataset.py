@@ -71,7 +71,7 @@ class ImageDataset:
         return len(self.class_names)
 
     def records(self, split: str) -> list[ImageRecord]:
-        self._check_split(split)
+        self.check_split(split)
         return self.splits[split]
 
     def paths(self, split: str) -> list[Path]:
@@ -122,7 +122,8 @@ class ImageDataset:
         sizes = ", ".join(f"{s}={len(self.splits[s])}" for s in SPLITS)
         return f"ImageDataset({self.root}, classes={self.class_names}, {sizes})"
 
-    def _check_split(self, split: str) -> None:
+    def check_split(self, split: str) -> None:
+        """A :class:`ConfigError` unless ``split`` is one of train, validation, test."""
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
 
@@ -195,7 +196,7 @@ class ImageDataset:
 
     def indices(self, split: str) -> np.ndarray:
         """Rows of :meth:`decoded` that belong to ``split``."""
-        self._check_split(split)
+        self.check_split(split)
         return self._index[split]
 
     def images(self, split: str, image_size=None) -> np.ndarray:
@@ -218,7 +219,7 @@ class ImageDataset:
 
         Images are uint8 in 0..255 (a Keras model casts them itself); ``dtype="float32"`` for
         float batches."""
-        self._check_split(split)
+        self.check_split(split)
         shuffle = (split == "train") if shuffle is None else shuffle
         all_labels = self.row_labels()
         size = as_size(image_size) if image_size is not None else self.image_size

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..metrics import scores
+from .predict import predict_arrays
 
 MODES = ("flip", "crops")
 CROP_FRACTION = 0.875
@@ -60,9 +62,6 @@ def split_effect(model, ds, split: str, image_size: int, mode: str = "flip",
                  batch_size: int = 64) -> tuple[dict, np.ndarray]:
     """Accuracy and loss of ``split`` with and without ``mode`` TTA and how many answers change,
     and the TTA probabilities."""
-    from ..evaluation import scores
-    from .predict import predict_arrays
-
     mode = check_mode(mode) or "flip"
     idx = ds.indices(split)
     labels = ds.labels(split)

@@ -22,8 +22,10 @@ from .. import __version__, figures, io, tracking
 from ..config import CONFIG_FORMAT, DataConfig, TrainConfig
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import ConfigError, RunError, first_line
+from ..metrics import Baseline, Calibration, FineTune, LeakFree, Metrics, Parameters, Scores, scores, write_metrics
 from ..run import Run, read_history, write_history
 from . import keep as keeping
+from .scoring import leak_free, predict_split
 
 
 def _keras():
@@ -482,8 +484,6 @@ def _fine_tune_verdict(run: Run, cfg: TrainConfig, ds: ImageDataset, built) -> d
     where a multi-worker ``predict`` would wait for workers that have finished); the test
     accuracy of both is recorded, not used. ``None`` without a validation split.
     """
-    from ..evaluation import predict_split, scores
-
     path = run.checkpoints_dir / HEAD_CHECKPOINT
     if not len(ds.indices("validation")) or not path.is_file():
         return None
@@ -542,8 +542,6 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
             features: np.ndarray | None, fine_tune: dict | None = None, progress: bool,
             kept: dict | None = None, keep: str | None = None) -> np.ndarray:
     """Save and score the final model; returns its validation probabilities."""
-    from ..evaluation import leak_free, predict_split, scores
-
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
         final.save(tmp)
@@ -552,14 +550,13 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     # features: check that on a sample of images end to end, then score every image from
     # the features instead of running the backbone over them again.
     model = run.model
-    metrics = {}
+    metrics = Metrics()
     if features is not None and cfg.precision != "float32":
         # features computed in 16 bits differ from the float32 model that was saved: score
         # the saved model itself
         features = None
     if features is not None:
-        parity = _feature_parity(model, built, ds, features, cfg.image_size)
-        metrics["feature_parity_max_abs_diff"] = parity
+        metrics.feature_parity_max_abs_diff = _feature_parity(model, built, ds, features, cfg.image_size)
     outputs = {}
     for split in ("validation", "test"):
         if features is not None:
@@ -569,33 +566,33 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
         else:
             probs = predict_split(model, ds, split, cfg.image_size, cfg.batch_size)
         outputs[split] = (probs, ds.labels(split))
-        metrics[split] = scores(probs, ds.labels(split))
+        setattr(metrics, split, Scores.from_dict(scores(probs, ds.labels(split))))
     if cfg.calibrate:
-        metrics["calibration"] = _calibrate(run, final, ds, outputs, cfg.image_size)
+        metrics.calibration = Calibration.from_dict(_calibrate(run, final, ds, outputs, cfg.image_size))
         for split, (probs, labels) in outputs.items():
-            metrics[split] = scores(probs, labels)
+            setattr(metrics, split, Scores.from_dict(scores(probs, labels)))
     # accuracy on the test images with no duplicate in another split
-    metrics["test"]["leak_free"] = leak_free(ds, "test", *outputs["test"])
+    metrics.test.leak_free = LeakFree.from_dict(leak_free(ds, "test", *outputs["test"]))
     if fine_tune is not None:
-        metrics["fine_tune"] = fine_tune
+        metrics.fine_tune = FineTune.from_dict(fine_tune)
     majority, base = ds.baseline("test")
-    metrics["baseline"] = {"majority_class": majority, "test_accuracy": base,
-                           "validation_accuracy": ds.baseline("validation")[1]}
+    metrics.baseline = Baseline(majority_class=majority, test_accuracy=base,
+                                validation_accuracy=ds.baseline("validation")[1])
     best = keeping.best_of(rows)  # the rule each stage keeps its best epoch by
     if best is not None:
-        metrics["best_epoch"] = best["epoch"]
-        metrics["best_val_accuracy"] = best["val_accuracy"]
-    metrics["keep"] = keep or cfg.keep
-    metrics["kept_epoch"] = kept or {}  # per stage: the epoch whose weights it ended with
-    metrics["epochs"] = len(rows)
-    metrics["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in rows])) if rows else None
-    metrics["parameters"] = _parameters(built.model)
-    io.write_json(run.path / "metrics.json", metrics)
+        metrics.best_epoch = best["epoch"]
+        metrics.best_val_accuracy = best["val_accuracy"]
+    metrics.keep = keep or cfg.keep
+    metrics.kept_epoch = kept or {}  # per stage: the epoch whose weights it ended with
+    metrics.epochs = len(rows)
+    metrics.seconds_per_epoch = float(np.mean([r["seconds"] for r in rows])) if rows else None
+    metrics.parameters = Parameters.from_dict(_parameters(built.model))
+    write_metrics(run.path, metrics)
     figures.save(run.plot_history(), run.figures_dir / "history.png")
     meta = run.meta
     meta["complete"] = True
     io.write_json(run.config_file, meta)
-    run._config = None
+    run.reload()
     return outputs["validation"][0]  # calibrated when the temperature was applied
 
 
@@ -612,7 +609,7 @@ def _calibrate(run: Run, final, ds: ImageDataset, outputs: dict, image_size: int
         outputs[split] = (scale(probs, t), labels)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
         final.save(tmp)
-    run._model = None
+    run.reload()
     # the saved model itself must give the calibrated probabilities
     probs, _ = outputs["validation"]
     idx = np.arange(min(16, len(probs)))
