@@ -31,14 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImgclfError
+from .errors import ExplainError
+from .run import resolve_run
 
 OVERLAY_ALPHA = 0.55
 COLORMAP = "jet"  # as the keras.io recipe
-
-
-class ExplainError(ImgclfError):
-    """A heatmap cannot be made for this model (no convolutional layer, a graph that is not a chain)."""
 
 
 def _is_conv(layer) -> bool:
@@ -236,10 +233,10 @@ def explainer_for(run) -> GradCAM:
 def explain(run, image, class_name: str | None = None):
     """The :class:`Explanation` of ``image`` (a path, bytes, PIL image or array; a list gives a
     list) for ``class_name`` (default: the predicted class), with the run's own decoding."""
-    from .inference.predict import _resolve_run, decode, describe_error, expand_inputs
+    from .inference.predict import decode, describe_error, expand_inputs
     from .errors import ConfigError, DataError
 
-    run = _resolve_run(run)
+    run = resolve_run(run)
     names = run.class_names
     if class_name is not None and class_name not in names:
         raise ConfigError(f"unknown class {class_name!r}; the run's classes are: {', '.join(names)}")

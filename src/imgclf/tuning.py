@@ -319,9 +319,9 @@ class _Search:
         """Trial 0: what ``imgclf train`` would do without a search (with early stopping)."""
         cfg = TrainConfig(model=self.spec.name, **{k: v for k, v in self.options.items()
                                                    if k in {f.name for f in dataclasses.fields(TrainConfig)}})
-        from .models.registry import _check_dropout
+        from .models.registry import check_dropout
 
-        values = {"learning_rate": cfg.learning_rate, "dropout": _check_dropout(self.spec, cfg.dropout),
+        values = {"learning_rate": cfg.learning_rate, "dropout": check_dropout(self.spec, cfg.dropout),
                   "label_smoothing": 0.1 if self.spec.is_transfer else 0.0, "hidden_units": cfg.hidden_units,
                   "weight_decay": 0.0, "optimizer": cfg.optimizer, "epochs": cfg.epochs,
                   "batch_size": cfg.batch_size}

@@ -25,7 +25,7 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
-from .images import _TRANSPOSE, orientation, to_rgb
+from .images import EXIF_TRANSPOSE, orientation, to_rgb
 
 THUMB = 64
 HASH_SIZE = 8
@@ -72,7 +72,7 @@ def gray_stats(gray: np.ndarray) -> list[float]:
 def thumbnail(img: Image.Image) -> np.ndarray:
     """The upright grey ``THUMB`` x ``THUMB`` thumbnail of an opened image (colour JPEGs
     decoded as grey, at the smallest scale that still covers it)."""
-    turn = _TRANSPOSE.get(orientation(img))
+    turn = EXIF_TRANSPOSE.get(orientation(img))
     if img.format in ("JPEG", "MPO") and img.mode in ("L", "RGB", "YCbCr"):
         img.draft("L", (THUMB, THUMB))  # luma only: the chroma is never decoded
         img = img.convert("L")

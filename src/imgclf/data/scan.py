@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..progress import bar as progress_bar
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, UnusableImage
 from ..io import STALE_AFTER_S, TMP_PREFIX, finish_later, remove_partial, write_at
 from .images import (
-    DEFAULT_FIT, EXTENSION_FORMATS, _SWAPS, UnusableImage, accept, as_size, decode_opened, decode_plain_jpeg,
+    DEFAULT_FIT, EXIF_SWAPS, EXTENSION_FORMATS, accept, as_size, decode_opened, decode_plain_jpeg,
     decode_workers, orientation,
 )
 from .sources import DataSource, cache_dir, is_clutter
@@ -383,7 +383,7 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                 fmt = img.format
                 info = {"format": fmt, "mode": img.mode, "frames": getattr(img, "n_frames", 1)}
                 w, h = img.size
-                if orientation(img) in _SWAPS:
+                if orientation(img) in EXIF_SWAPS:
                     w, h = h, w
                 info.update(width=w, height=h)
                 try:

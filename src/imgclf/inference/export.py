@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, io
-from ..errors import ConfigError, ImgclfError, first_line
+from ..errors import ConfigError, ExportError, ParityError, first_line
+from ..run import resolve_run
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZE = {"tflite": ("float16", "int8"), "onnx": ("int8",)}
@@ -51,14 +52,6 @@ MIN_TOP1_AGREEMENT = 0.98
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 INSTALL_HINT = "install imgclf[export] (pip install 'imgclf[export]')"
-
-
-class ExportError(ImgclfError):
-    """An export cannot be made (unknown format, missing package, conversion failure)."""
-
-
-class ParityError(ExportError):
-    """The exported model does not agree with the Keras model."""
 
 
 @dataclass
@@ -112,10 +105,10 @@ def metadata(run, fmt: str, quantize: str | None, file_name: str) -> dict:
 
 def _calibration(run) -> dict | None:
     """The temperature built into the model (imgclf.calibration), as metrics.json records it."""
-    cal = run.metrics().get("calibration") or {}
-    if not cal.get("applied"):
+    cal = run.metrics_record().calibration
+    if cal is None or not cal.applied:
         return None
-    return {"method": "temperature scaling", "temperature": cal["temperature"], "fitted_on": cal.get("fitted_on"),
+    return {"method": "temperature scaling", "temperature": cal.temperature, "fitted_on": cal.fitted_on,
             "note": "already inside the model: its probabilities are the calibrated ones"}
 
 
@@ -502,8 +495,6 @@ def export(
     Keras model on the test split (figures in ``parity.json``); with ``strict`` a failed
     check raises :class:`ParityError` (the files stay, for inspection).
     """
-    from .predict import _resolve_run
-
     fmt = str(format).lower().replace("_", "").replace("-", "")
     fmt = {"tf": "savedmodel", "tfsavedmodel": "savedmodel", "litert": "tflite", "h5": "keras"}.get(fmt, fmt)
     if fmt not in FORMATS:
@@ -515,7 +506,7 @@ def export(
         raise ConfigError(f"--quantize {quantize} is not available for {fmt} (available: {allowed})")
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ConfigError(f"export name must be a plain file name, got {name!r}")
-    run = _resolve_run(run)
+    run = resolve_run(run)
     if fmt == "onnx":
         _require_onnx()
         if check:

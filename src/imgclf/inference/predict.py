@@ -27,17 +27,14 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..data.images import EXTENSION_FORMATS, UnusableImage, accept, decode_opened, load_image, open_image
+from ..data.images import EXTENSION_FORMATS, accept, decode_opened, load_image, open_image
 from ..data.sources import is_clutter
-from ..errors import ConfigError, DataError, ImgclfError
+from ..errors import ConfigError, DataError, ImageTooLargeError, UnusableImage
+from ..run import resolve_run
 
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32
 _GLOB_CHARS = re.compile(r"[*?\[]")
-
-
-class ImageTooLargeError(ImgclfError):
-    """An image whose pixel count is over the limit (a decompression bomb, or just too big)."""
 
 
 # -- results -------------------------------------------------------------------------------
@@ -335,12 +332,6 @@ def _check_positive(name: str, value) -> int:
     return int(value)
 
 
-def _resolve_run(run):
-    from ..run import Run, load
-
-    return run if isinstance(run, Run) else load(run)
-
-
 def predict(
     run,
     inputs,
@@ -366,7 +357,7 @@ def predict(
     """
     from .tta import check_mode, predict_tta
 
-    run = _resolve_run(run)
+    run = resolve_run(run)
     class_names = run.class_names
     k = min(_check_positive("top_k", top_k), len(class_names))
     batch_size = _check_positive("batch_size", batch_size)

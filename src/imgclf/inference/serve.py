@@ -34,7 +34,8 @@ from importlib import resources
 import numpy as np
 
 from .. import __version__
-from ..errors import ImgclfError
+from ..errors import ImageTooLargeError, ServeError
+from ..run import resolve_run
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -45,10 +46,6 @@ DEFAULT_MAX_QUEUE = 256
 DEFAULT_LIMIT_CONCURRENCY = 128
 DEFAULT_TOP_K = 5
 INLINE_DECODE_PIXELS = 640 * 480  # images up to this size are decoded on the event loop (~1 ms)
-
-
-class ServeError(ImgclfError):
-    """The server cannot start (missing packages, bad options)."""
 
 
 def require_serve_packages() -> None:
@@ -242,13 +239,13 @@ def create_app(run, **options):
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.datastructures import UploadFile
 
-    from .predict import ImageTooLargeError, _resolve_run, decode, describe_error, open_header, top_k_of
+    from .predict import decode, describe_error, open_header, top_k_of
 
     opts = ServeOptions(**options)
     for name in ("max_upload_bytes", "max_pixels", "max_batch", "max_queue", "top_k"):
         if int(getattr(opts, name)) < 1:
             raise ServeError(f"{name} must be >= 1, got {getattr(opts, name)!r}")
-    run = _resolve_run(run)
+    run = resolve_run(run)
     model = run.model  # safe mode, loaded once
     class_names = run.class_names
     preprocessing = run.preprocessing

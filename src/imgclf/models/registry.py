@@ -243,7 +243,8 @@ def _check_num_classes(num_classes: int) -> int:
     return num_classes
 
 
-def _check_dropout(spec: ModelSpec, dropout: float | None) -> float:
+def check_dropout(spec: ModelSpec, dropout: float | None) -> float:
+    """``dropout`` (the model's default when ``None``), or a :class:`ConfigError` outside [0, 1)."""
     if dropout is None:
         return spec.default_dropout
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -350,7 +351,7 @@ def build_model(
     size = check_image_size(spec, image_size)
     alpha = check_alpha(spec, alpha)
     augment_cfg = _resolve_augment(spec, augment)
-    dropout = _check_dropout(spec, dropout)
+    dropout = check_dropout(spec, dropout)
     pooling = _check_pooling(pooling)
 
     if isinstance(hidden_units, bool) or not isinstance(hidden_units, int) or hidden_units < 0:
