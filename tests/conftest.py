@@ -39,6 +39,23 @@ def class_tree(tmp_path):
     return make_class_tree(tmp_path / "data", {"cats": 16, "dogs": 16}, size=(32, 32))
 
 
+# Two classes of flat colours with light noise: a tiny CNN learns them in a few epochs, so the
+# probabilities are far from 0.5 and quantized exports can be held to top-1 agreement.
+TRAINED_RUN_CLASSES = {"cats": 16, "dogs": 16}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One small trained run shared by the tests that only read a run (trained once per session)."""
+    import imgclf
+    from tests.imagefactory import make_class_tree
+
+    root = tmp_path_factory.mktemp("inference")
+    data = make_class_tree(root / "data", TRAINED_RUN_CLASSES, size=(32, 32))
+    ds = imgclf.load_dataset(data, image_size=32, validation=0.25, test=0.25, progress=False)
+    return imgclf.train(ds, "cnn_aug_pre", output=root / "run", epochs=4, image_size=32, progress=False)
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the imgclf command line in-process; returns (exit code, stdout, stderr)."""

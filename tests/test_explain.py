@@ -10,7 +10,7 @@ import imgclf
 from imgclf.explain import ExplainError, GradCAM
 from imgclf.models import build_model, list_models
 from tests.conftest import MOBILENET_WEIGHTS, requires_weights
-from tests.inference.conftest import test_images, trained_run  # noqa: F401  (fixtures)
+from tests.inference.conftest import test_images  # noqa: F401  (a fixture; trained_run is in tests/conftest.py)
 
 
 @pytest.mark.parametrize("name", [s.name for s in list_models()])

@@ -25,16 +25,12 @@ import math
 import numpy as np
 
 from . import figures
-from .errors import ImgclfError
+from .errors import CalibrationError
 
 ECE_BINS = 15
 MIN_IMAGES = 30  # fewer validation images than this give no trustworthy temperature
 T_BOUNDS = (0.05, 20.0)
 _EPS = 1e-30
-
-
-class CalibrationError(ImgclfError):
-    """A temperature cannot be fitted (too few validation images, a model with no softmax head)."""
 
 
 # -- scores ---------------------------------------------------------------------------------

@@ -20,12 +20,29 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+class UsageError(ImgclfError):
+    """The command line lacks an argument or combines them wrongly (shown with the usage)."""
+
+
 class DataError(ImgclfError):
     """The data (a folder, an archive, a URL, a file in it) cannot be used."""
 
 
-class ConfigError(ImgclfError):
-    """An option or a combination of options is invalid."""
+class UnusableImage(DataError, ValueError):
+    """An image that opens but cannot be used: ``reason`` is ``"unsupported"``, ``detail`` says why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"unsupported image format: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class ImageTooLargeError(ImgclfError):
+    """An image whose pixel count is over the limit (a decompression bomb, or just too big)."""
+
+
+class ConfigError(ImgclfError, ValueError):
+    """An option or a combination of options is invalid (a ``ValueError`` too, as for any
+    bad argument to a function)."""
 
 
 class WeightsError(ImgclfError):
@@ -36,13 +53,21 @@ class RunError(ImgclfError):
     """A run folder is missing, incomplete, or was written by an incompatible version."""
 
 
-class UsageError(ConfigError):
-    """The command line is missing something it needs (the parser prints its usage line too)."""
-
-
-class ImageTooLargeError(ImgclfError):
-    """An image whose pixel count is over the limit (a decompression bomb, or just too big)."""
+class CalibrationError(ImgclfError):
+    """A temperature cannot be fitted (too few validation images, a model with no softmax head)."""
 
 
 class ExplainError(ImgclfError):
     """A heatmap cannot be made for this model (no convolutional layer, a graph that is not a chain)."""
+
+
+class ExportError(ImgclfError):
+    """An export cannot be made (unknown format, missing package, conversion failure)."""
+
+
+class ParityError(ExportError):
+    """The exported model does not agree with the Keras model."""
+
+
+class ServeError(ImgclfError):
+    """The server cannot start (missing packages, bad options)."""

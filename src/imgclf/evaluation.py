@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import figures, io
+from . import figures
 from .errors import ExplainError
 from .explain import explainer_for, overlay
 from .inference.inputs import decode
 from .inference.tta import check_mode, split_effect
-from .metrics import confusion, per_class, scores, top_losses
+from .metrics import Evaluation, confusion, per_class, scores, top_losses, update_metrics
 from .training.scoring import leak_free, predict_split
 
 
@@ -53,9 +53,7 @@ def evaluate_run(run, split: str = "test", *, data=None, progress: bool = True, 
             fig = figures.top_losses(images, [t["true"] for t in tl], [t["predicted"] for t in tl],
                                      [t["confidence"] for t in tl], paths=[t["path"] for t in tl], title=title)
             result["figures"]["top_losses"] = str(figures.save(fig, run.figures_dir / f"top_losses_{split}.png"))
-    metrics = run.metrics()
-    metrics.setdefault("evaluation", {})[split] = result
-    io.write_json(run.path / "metrics.json", metrics)
+    update_metrics(run.path, evaluation={split: Evaluation.from_dict(result)})
     return result
 
 

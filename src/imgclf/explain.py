@@ -33,7 +33,8 @@ import numpy as np
 
 from . import figures, io
 from .errors import ConfigError, DataError, ExplainError
-from .inference.inputs import decode, describe_error, expand_inputs, resolve_run
+from .inference.inputs import decode, describe_error, expand_inputs
+from .run import resolve_run
 
 OVERLAY_ALPHA = 0.55
 COLORMAP = "jet"  # as the keras.io recipe

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import figures, io
 from .config import CONFIG_FORMAT, TrainConfig
 from .errors import RunError, first_line
+from .metrics import Metrics, read_metrics
 from .version import __version__
 
 HISTORY_FIELDS = ("epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
@@ -143,8 +144,13 @@ class Run:
         return {k: [r[k] for r in rows] for k in HISTORY_FIELDS} if rows else {k: [] for k in HISTORY_FIELDS}
 
     def metrics(self) -> dict:
+        """metrics.json as it is on disk (``{}`` before training wrote it)."""
         f = self.path / "metrics.json"
         return io.read_json(f) if f.is_file() else {}
+
+    def metrics_record(self) -> Metrics:
+        """metrics.json as a typed :class:`~imgclf.metrics.Metrics` (any earlier layout reads)."""
+        return read_metrics(self.path)
 
     def fine_tune_epoch(self) -> int | None:
         h = self.history()
@@ -161,16 +167,17 @@ class Run:
 
     def plot_history(self):
         """The history figure (accuracy and loss, training against validation)."""
+        tuned = self.metrics_record().fine_tune
         return figures.history(self.history(), title=self.meta["train"]["model"],
                                fine_tune_epoch=self.fine_tune_epoch(),
-                               fine_tune_kept=self.metrics().get("fine_tune", {}).get("kept", True))
+                               fine_tune_kept=tuned.kept if tuned is not None else True)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 
     def _repr_html_(self) -> str:  # notebooks
-        m = self.metrics()
-        acc = m.get("test", {}).get("accuracy")
+        test = self.metrics_record().test
+        acc = test.accuracy if test is not None else None
         return (f"<b>imgclf run</b> {self.path}<br>model {self.meta['train']['model']}, "
                 f"classes {', '.join(self.class_names)}"
                 + (f", test accuracy {acc:.1%}" if acc is not None else ""))
@@ -181,6 +188,11 @@ def load(path: str | os.PathLike) -> Run:
     run = Run(path)
     run.config  # validate now, with a clear error
     return run
+
+
+def resolve_run(run: Run | str | os.PathLike) -> Run:
+    """``run`` itself when it is a :class:`Run`, else the run folder at that path, opened."""
+    return run if isinstance(run, Run) else load(run)
 
 
 def read_history(path: Path) -> list[dict]:

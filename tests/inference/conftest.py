@@ -1,4 +1,4 @@
-"""One small trained run shared by every inference test (trained once per session)."""
+"""The inference tests' fixtures; the small trained run they share (``trained_run``) is in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,22 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-# Two classes of flat colours with light noise: a tiny CNN learns them in a few epochs, so the
-# probabilities are far from 0.5 and quantized exports can be held to top-1 agreement.
-CLASSES = {"cats": 16, "dogs": 16}
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    import imgclf
-    from tests.imagefactory import make_class_tree
-
-    root = tmp_path_factory.mktemp("inference")
-    data = make_class_tree(root / "data", CLASSES, size=(32, 32))
-    ds = imgclf.load_dataset(data, image_size=32, validation=0.25, test=0.25, progress=False)
-    return imgclf.train(ds, "cnn_aug_pre", output=root / "run", epochs=4, image_size=32, progress=False)
-
 
 @pytest.fixture(scope="session")
 def test_images(trained_run):

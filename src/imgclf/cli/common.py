@@ -74,29 +74,27 @@ def load(args, image_size: int | None = None):
 
 
 def print_metrics(run) -> None:
-    m = run.metrics()
+    m = run.metrics_record()
     parts = []
     for split in ("validation", "test"):
-        acc = (m.get(split) or {}).get("accuracy")
-        if acc is not None:
-            parts.append(f"{split} accuracy {acc:.1%}")
-    base = (m.get("baseline") or {}).get("test_accuracy")
-    if base is not None:
-        parts.append(f"majority baseline {base:.1%}")
+        scores = m.split(split)
+        if scores is not None and scores.accuracy is not None:
+            parts.append(f"{split} accuracy {scores.accuracy:.1%}")
+    if m.baseline is not None and m.baseline.test_accuracy is not None:
+        parts.append(f"majority baseline {m.baseline.test_accuracy:.1%}")
     print(f"run folder: {run.path}")
     if parts:
         print(", ".join(parts))
-    kept = m.get("kept_epoch") or {}
-    if kept:
-        print("kept      " + ", ".join(f"{stage.replace('_', '-')} stage: epoch {e}" for stage, e in kept.items())
-              + (" (best validation accuracy)" if m.get("keep") == "best" else " (last epoch)"))
-    tuned = m.get("fine_tune")
-    if tuned:
-        before, after = tuned["validation_accuracy"]["head"], tuned["validation_accuracy"]["fine_tuned"]
-        if tuned["kept"]:
+    if m.kept_epoch:
+        print("kept      " + ", ".join(f"{stage.replace('_', '-')} stage: epoch {e}" for stage, e in m.kept_epoch.items())
+              + (" (best validation accuracy)" if m.keep == "best" else " (last epoch)"))
+    tuned = m.fine_tune
+    if tuned is not None and tuned.validation_accuracy is not None:
+        before, after = tuned.validation_accuracy.head, tuned.validation_accuracy.fine_tuned
+        if tuned.kept:
             print(f"fine-tuning: validation accuracy {before:.1%} -> {after:.1%}")
         else:
             print(f"fine-tuning lowered validation accuracy ({before:.1%} -> {after:.1%}): "
                   "the model keeps the head stage's weights")
-    if m.get("calibration"):
-        print(f"calibration: {describe_calibration(m['calibration'])}")
+    if m.calibration is not None:
+        print(f"calibration: {describe_calibration(m.calibration.to_dict())}")

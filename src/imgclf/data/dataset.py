@@ -125,6 +125,7 @@ class ImageDataset:
         return f"ImageDataset({self.root}, classes={self.class_names}, {sizes})"
 
     def check_split(self, split: str) -> None:
+        """A :class:`ConfigError` unless ``split`` is one of train, validation, test."""
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
 

@@ -18,6 +18,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from ..errors import ConfigError, UnusableImage
+
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "MPO", "TIFF")
 EXTENSION_FORMATS = {
     ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
@@ -48,7 +50,7 @@ EXIF_TRANSPOSE = {
     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
 }
-SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # orientations that swap width and height
+EXIF_SWAPS = {5, 6, 7, 8}  # orientations that swap width and height
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -78,14 +80,6 @@ def open_image(source: ImageInput) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return Image.open(io.BytesIO(bytes(source)))
     return Image.open(os.fspath(source))
-
-
-class UnusableImage(ValueError):
-    """An image that opens but cannot be used: ``reason`` is ``"unsupported"``, ``detail`` says why."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"unsupported image format: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 def accept(img: Image.Image, name: str | os.PathLike | None = None) -> str | None:
@@ -139,7 +133,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def _draft_target(img: Image.Image, size: tuple[int, int], fit: str) -> tuple[int, int]:
     """The smallest stored size the JPEG decoder may scale down to and still cover ``size``."""
-    return _cover_target(img.size, size, fit, orientation(img) in SWAPPING_ORIENTATIONS)
+    return _cover_target(img.size, size, fit, orientation(img) in EXIF_SWAPS)
 
 
 def _cover_target(stored: tuple[int, int], size: tuple[int, int], fit: str, swapped: bool = False) -> tuple[int, int]:
@@ -217,9 +211,9 @@ def load_image(
     HxWx1, HxWx3 or HxWx4, uint8 or float in 0..255).
     """
     if fit not in FIT_MODES:
-        raise ValueError(f"fit must be one of {FIT_MODES}, got {fit!r}")
+        raise ConfigError(f"fit must be one of {FIT_MODES}, got {fit!r}")
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {interpolation!r}")
+        raise ConfigError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {interpolation!r}")
     size = as_size(image_size) if image_size is not None else None
     if isinstance(source, np.ndarray):
         return _fit_loaded(_array_to_image(source), size, interpolation, fit)

@@ -24,15 +24,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, UnusableImage
 from ..io import STALE_AFTER_S, TMP_PREFIX, finish_later, remove_partial, write_at
 from ..progress import bar as progress_bar
 from .fingerprint import fingerprint
 from .images import (
     DEFAULT_FIT,
+    EXIF_SWAPS,
     EXTENSION_FORMATS,
-    SWAPPING_ORIENTATIONS,
-    UnusableImage,
     accept,
     as_size,
     decode_opened,
@@ -391,7 +390,7 @@ def _check(path, decode) -> tuple[dict, np.ndarray | None]:
                 fmt = img.format
                 info = {"format": fmt, "mode": img.mode, "frames": getattr(img, "n_frames", 1)}
                 w, h = img.size
-                if orientation(img) in SWAPPING_ORIENTATIONS:
+                if orientation(img) in EXIF_SWAPS:
                     w, h = h, w
                 info.update(width=w, height=h)
                 try:

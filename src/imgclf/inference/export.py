@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
-from ..errors import ConfigError, ImgclfError, first_line
+from ..errors import ConfigError, ExportError, ParityError, first_line
+from ..run import resolve_run
 from ..version import __version__
-from .inputs import resolve_run
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZE = {"tflite": ("float16", "int8"), "onnx": ("int8",)}
@@ -53,14 +53,6 @@ MIN_TOP1_AGREEMENT = 0.98
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 INSTALL_HINT = "install imgclf[export] (pip install 'imgclf[export]')"
-
-
-class ExportError(ImgclfError):
-    """An export cannot be made (unknown format, missing package, conversion failure)."""
-
-
-class ParityError(ExportError):
-    """The exported model does not agree with the Keras model."""
 
 
 @dataclass
@@ -114,10 +106,10 @@ def metadata(run, fmt: str, quantize: str | None, file_name: str) -> dict:
 
 def _calibration(run) -> dict | None:
     """The temperature built into the model (imgclf.calibration), as metrics.json records it."""
-    cal = run.metrics().get("calibration") or {}
-    if not cal.get("applied"):
+    cal = run.metrics_record().calibration
+    if cal is None or not cal.applied:
         return None
-    return {"method": "temperature scaling", "temperature": cal["temperature"], "fitted_on": cal.get("fitted_on"),
+    return {"method": "temperature scaling", "temperature": cal.temperature, "fitted_on": cal.fitted_on,
             "note": "already inside the model: its probabilities are the calibrated ones"}
 
 

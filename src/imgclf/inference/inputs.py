@@ -17,14 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from ..data.images import EXTENSION_FORMATS, UnusableImage, accept, decode_opened, load_image, open_image
 from ..data.sources import is_clutter
 from ..errors import ConfigError, ImageTooLargeError
-from ..run import Run, load
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
-
-
-def resolve_run(run) -> Run:
-    """``run`` as a :class:`~imgclf.run.Run` (a path is opened)."""
-    return run if isinstance(run, Run) else load(run)
 
 
 # -- inputs -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from .. import io
 from ..errors import ConfigError, DataError, ExplainError
 from ..explain import explainer_for, overlay, png_bytes
 from ..progress import bar
+from ..run import resolve_run
 from .inputs import (
     ImageTooLargeError,
     decode,
@@ -36,7 +37,6 @@ from .inputs import (
     expand_inputs,
     open_header,
     predict_arrays,
-    resolve_run,
     top_k_of,
 )
 from .tta import check_mode, predict_tta

@@ -33,10 +33,11 @@ from importlib import resources
 
 import numpy as np
 
-from ..errors import ExplainError, ImageTooLargeError, ImgclfError
+from ..errors import ExplainError, ImageTooLargeError, ServeError
 from ..explain import GradCAM, overlay, png_bytes
+from ..run import resolve_run
 from ..version import __version__
-from .inputs import decode, describe_error, open_header, predict_arrays, resolve_run, top_k_of
+from .inputs import decode, describe_error, open_header, predict_arrays, top_k_of
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -47,10 +48,6 @@ DEFAULT_MAX_QUEUE = 256
 DEFAULT_LIMIT_CONCURRENCY = 128
 DEFAULT_TOP_K = 5
 INLINE_DECODE_PIXELS = 640 * 480  # images up to this size are decoded on the event loop (~1 ms)
-
-
-class ServeError(ImgclfError):
-    """The server cannot start (missing packages, bad options)."""
 
 
 def require_serve_packages() -> None:

@@ -243,6 +243,7 @@ def check_num_classes(num_classes: int) -> int:
 
 
 def check_dropout(spec: ModelSpec, dropout: float | None) -> float:
+    """``dropout`` (the model's default when ``None``), or a :class:`ConfigError` outside [0, 1)."""
     if dropout is None:
         return spec.default_dropout
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:

@@ -39,6 +39,7 @@ from ..config import DATA_FIELDS, STUDY_EPOCHS, TRANSFER_ONLY, DataConfig, Study
 from ..data.dataset import ImageDataset, load_dataset
 from ..data.split import SPLITS, read_split_lists
 from ..errors import ConfigError, WeightsError
+from ..metrics import Parameters, Scores
 from ..models import check_weights, get_spec
 from ..overview import describe
 from ..run import Run
@@ -419,21 +420,21 @@ def _skipped(name: str, spec, note: str) -> dict:
 
 def _evaluation(run: Run, out: Path) -> dict:
     """The test-split evaluation: reused from metrics.json when its figures exist, else computed."""
-    stored = (run.metrics().get("evaluation") or {}).get("test")
-    if stored and all(Path(p).is_file() for p in (stored.get("figures") or {}).values()) \
-            and (stored.get("figures") or not stored.get("count")):
-        return stored
+    stored = run.metrics_record().evaluation.get("test")
+    if stored is not None and all(Path(p).is_file() for p in stored.figures.values()) \
+            and (stored.figures or not stored.count):
+        return stored.to_dict()
     return run.evaluate("test", progress=False)
 
 
 def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dict:
-    metrics = run.metrics()
+    metrics = run.metrics_record()
     history = run.history()
     evaluation = _evaluation(run, out)
     val = [v for v in history["val_accuracy"] if v is not None]
     half = second_half(val)
-    base = metrics.get("baseline", {})
-    base_val = base.get("validation_accuracy", ds.baseline("validation")[1])
+    base = metrics.baseline
+    base_val = base.validation_accuracy if base is not None else ds.baseline("validation")[1]
     diag = diagnose(history, baseline=base_val, validation_size=len(ds.splits["validation"]),
                     num_classes=ds.num_classes)
     figs = {"history": _rel(run.figures_dir / "history.png", out)}
@@ -443,10 +444,9 @@ def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dic
     trust = trust_section(run, ds, out, _rel)
     if trust.pop("reliability_figure"):
         figs["reliability"] = _rel(run.figures_dir / "reliability.png", out)
-    params = metrics.get("parameters") or {}
+    params = metrics.parameters or Parameters()
     layers = model_layers(run.model)
-    test = metrics.get("test") or {}
-    valm = metrics.get("validation") or {}
+    test = metrics.test or Scores()
     cfg = run.config
     return {
         "name": spec.name,
@@ -460,21 +460,20 @@ def _model_section(run: Run, spec, ds: ImageDataset, out: Path, how: str) -> dic
         "epochs": len(history["epoch"]),
         "fine_tune_epoch": run.fine_tune_epoch(),
         "feature_cache": bool(spec.is_transfer and cfg.feature_cache and "head" in history["stage"]),
-        "parameters": {"trainable": params.get("trainable"), "frozen": params.get("frozen"),
-                       "total": params.get("total")},
+        "parameters": {"trainable": params.trainable, "frozen": params.frozen, "total": params.total},
         "layers": layers,
         "history": history,
         "val_range_second_half": [min(half), max(half)] if half else None,
         "second_half_epochs": [len(val) - len(half) + 1, len(val)] if half else None,
-        "best_epoch": metrics.get("best_epoch"),
-        "best_val_accuracy": metrics.get("best_val_accuracy"),
-        "kept_epoch": metrics.get("kept_epoch") or {},  # per stage: the epoch the saved model comes from
-        "validation_accuracy": valm.get("accuracy"),
-        "test_accuracy": evaluation.get("accuracy", test.get("accuracy")),
-        "test_loss": evaluation.get("loss", test.get("loss")),
-        "test_count": evaluation.get("count", test.get("count")),
-        "test_baseline": evaluation.get("baseline_accuracy", base.get("test_accuracy")),
-        "seconds_per_epoch": metrics.get("seconds_per_epoch"),
+        "best_epoch": metrics.best_epoch,
+        "best_val_accuracy": metrics.best_val_accuracy,
+        "kept_epoch": metrics.kept_epoch,  # per stage: the epoch the saved model comes from
+        "validation_accuracy": metrics.validation.accuracy if metrics.validation is not None else None,
+        "test_accuracy": evaluation.get("accuracy", test.accuracy),
+        "test_loss": evaluation.get("loss", test.loss),
+        "test_count": evaluation.get("count", test.count),
+        "test_baseline": evaluation.get("baseline_accuracy", base.test_accuracy if base is not None else None),
+        "seconds_per_epoch": metrics.seconds_per_epoch,
         "train_seconds": float(sum(s for s in history["seconds"] if s is not None)),
         "diagnosis": diag.to_dict(),
         "evaluation": {k: evaluation.get(k) for k in ("per_class", "macro_f1", "confusion_matrix", "top_losses",

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .. import io
 from ..calibration import describe
 from ..inference.tta import split_effect
+from ..metrics import update_metrics
 
 TTA_MODE = "flip"
 
@@ -20,24 +20,23 @@ def tta_on_validation(run, ds) -> dict | None:
     so that a study run again does not compute it again."""
     if not len(ds.indices("validation")):
         return None
-    metrics = run.metrics()
-    stored = (metrics.get("tta") or {}).get("validation")
-    if stored and stored.get("mode") == TTA_MODE and stored.get("count") == len(ds.indices("validation")):
-        return stored
+    stored = run.metrics_record().tta.get("validation")
+    if stored is not None and stored.mode == TTA_MODE and stored.count == len(ds.indices("validation")):
+        return stored.to_dict()
     effect, _ = split_effect(run.model, ds, "validation", run.image_size, TTA_MODE)
-    metrics.setdefault("tta", {})["validation"] = effect
-    io.write_json(run.path / "metrics.json", metrics)
+    update_metrics(run.path, tta={"validation": effect})
     return effect
 
 
 def section(run, ds, out: Path, rel: Callable[[Path, Path], str]) -> dict:
     """``{"calibration": ..., "tta": ..., "reliability_figure": ...}`` for one model of the study."""
-    cal = run.metrics().get("calibration")
+    cal = run.metrics_record().calibration
     figure = run.figures_dir / "reliability.png"
     info = None
-    if cal:
-        info = {k: cal.get(k) for k in ("temperature", "applied", "skipped", "reason", "validation", "test")}
-        info["note"] = describe(cal)
+    if cal is not None:
+        record = cal.to_dict()
+        info = {k: record.get(k) for k in ("temperature", "applied", "skipped", "reason", "validation", "test")}
+        info["note"] = describe(record)
     return {"calibration": info, "tta": tta_on_validation(run, ds),
             "reliability_figure": rel(figure, out) if figure.is_file() else None}
 

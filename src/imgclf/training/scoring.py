@@ -1,4 +1,6 @@
-"""A trained model scored on a dataset's splits (what training records and evaluation reports)."""
+"""Scoring a model on a dataset's split: its probabilities, and the accuracy on the images
+that have no duplicate in another split. Training scores the model it saves with these;
+evaluation scores a run's model with them again."""
 
 from __future__ import annotations
 
@@ -23,3 +25,6 @@ def leak_free(ds, split: str, probs: np.ndarray, labels: np.ndarray) -> dict:
     keep = np.array([r.path not in leaks for r in ds.records(split)], bool)
     out = scores(probs[keep], labels[keep]) if len(labels) else scores(probs, labels)
     return {"accuracy": out["accuracy"], "count": out["count"], "leaked": int(len(keep) - keep.sum())}
+
+
+__all__ = ["leak_free", "predict_split"]

@@ -25,7 +25,7 @@ from ..calibration import calibrate_model, scale
 from ..config import CONFIG_FORMAT, TrainConfig, merge
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import RunError, first_line
-from ..metrics import scores
+from ..metrics import Baseline, Calibration, FineTune, LeakFree, Metrics, Parameters, Scores, scores, write_metrics
 from ..models import AugmentConfig, build_model, get_spec
 from ..models.registry import check_image_size
 from ..run import Run, read_history, write_history
@@ -593,14 +593,13 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     # features: check that on a sample of images end to end, then score every image from
     # the features instead of running the backbone over them again.
     model = run.model
-    metrics = {}
+    metrics = Metrics()
     if features is not None and cfg.precision != "float32":
         # features computed in 16 bits differ from the float32 model that was saved: score
         # the saved model itself
         features = None
     if features is not None:
-        parity = _feature_parity(model, built, ds, features, cfg.image_size)
-        metrics["feature_parity_max_abs_diff"] = parity
+        metrics.feature_parity_max_abs_diff = _feature_parity(model, built, ds, features, cfg.image_size)
     outputs = {}
     for split in ("validation", "test"):
         if features is not None:
@@ -610,28 +609,28 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
         else:
             probs = predict_split(model, ds, split, cfg.image_size, cfg.batch_size)
         outputs[split] = (probs, ds.labels(split))
-        metrics[split] = scores(probs, ds.labels(split))
+        setattr(metrics, split, Scores.from_dict(scores(probs, ds.labels(split))))
     if cfg.calibrate:
-        metrics["calibration"] = _calibrate(run, final, ds, outputs, cfg.image_size)
+        metrics.calibration = Calibration.from_dict(_calibrate(run, final, ds, outputs, cfg.image_size))
         for split, (probs, labels) in outputs.items():
-            metrics[split] = scores(probs, labels)
+            setattr(metrics, split, Scores.from_dict(scores(probs, labels)))
     # accuracy on the test images with no duplicate in another split
-    metrics["test"]["leak_free"] = leak_free(ds, "test", *outputs["test"])
+    metrics.test.leak_free = LeakFree.from_dict(leak_free(ds, "test", *outputs["test"]))
     if fine_tune is not None:
-        metrics["fine_tune"] = fine_tune
+        metrics.fine_tune = FineTune.from_dict(fine_tune)
     majority, base = ds.baseline("test")
-    metrics["baseline"] = {"majority_class": majority, "test_accuracy": base,
-                           "validation_accuracy": ds.baseline("validation")[1]}
+    metrics.baseline = Baseline(majority_class=majority, test_accuracy=base,
+                                validation_accuracy=ds.baseline("validation")[1])
     best = keeping.best_of(rows)  # the rule each stage keeps its best epoch by
     if best is not None:
-        metrics["best_epoch"] = best["epoch"]
-        metrics["best_val_accuracy"] = best["val_accuracy"]
-    metrics["keep"] = keep or cfg.keep
-    metrics["kept_epoch"] = kept or {}  # per stage: the epoch whose weights it ended with
-    metrics["epochs"] = len(rows)
-    metrics["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in rows])) if rows else None
-    metrics["parameters"] = _parameters(built.model)
-    io.write_json(run.path / "metrics.json", metrics)
+        metrics.best_epoch = best["epoch"]
+        metrics.best_val_accuracy = best["val_accuracy"]
+    metrics.keep = keep or cfg.keep
+    metrics.kept_epoch = kept or {}  # per stage: the epoch whose weights it ended with
+    metrics.epochs = len(rows)
+    metrics.seconds_per_epoch = float(np.mean([r["seconds"] for r in rows])) if rows else None
+    metrics.parameters = Parameters.from_dict(_parameters(built.model))
+    write_metrics(run.path, metrics)
     figures.save(run.plot_history(), run.figures_dir / "history.png")
     meta = run.meta
     meta["complete"] = True
