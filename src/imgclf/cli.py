@@ -120,7 +120,7 @@ def _train_options(args) -> dict:
     opts = {}
     for name in ("epochs", "batch_size", "image_size", "optimizer", "learning_rate", "label_smoothing",
                  "class_weight", "early_stopping", "fine_tune", "fine_tune_epochs", "fine_tune_lr_factor", "seed", "alpha",
-                 "weights", "augment", "dropout", "pooling", "views", "precision", "strategy", "keep",
+                 "weights", "augment", "dropout", "pooling", "views", "runtime", "precision", "strategy", "keep",
                  "calibrate", "hidden_units", "weight_decay", "track"):
         value = getattr(args, name, None)
         if value is not None:
@@ -304,6 +304,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pooling", choices=("avg", "max"))
     g.add_argument("--views", type=int, help="cached augmented views per image for a frozen backbone")
     g.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every epoch")
+    g.add_argument("--runtime", choices=("auto", "keras", "onnxruntime"),
+                   help="where the frozen backbone's feature pass runs (default auto: ONNX Runtime on a CPU "
+                        "when it pays for its conversion, Keras on a GPU)")
     g.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
                    help="compute precision (default auto: bfloat16 for CNNs trained from scratch on CPUs "
                         "with native bfloat16, else float32); the saved model is float32")

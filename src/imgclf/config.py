@@ -14,6 +14,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
 KEEP = ("best", "last")  # imgclf.training.keep
 TRACKERS = ("tensorboard", "mlflow")
+RUNTIMES = ("auto", "keras", "onnxruntime")  # imgclf.models.runtime
 
 
 @dataclass
@@ -67,6 +68,9 @@ class TrainConfig:
     calibrate: bool = True
     feature_cache: bool = True  # train a frozen backbone's head on cached features
     views: int = 2  # cached views per image when augmenting: the plain image and one augmented view
+    # where the frozen backbone's feature pass runs: "auto" (ONNX Runtime on a CPU when it pays,
+    # Keras on a GPU), "keras" or "onnxruntime" (imgclf.models.runtime)
+    runtime: str = "auto"
     # "auto": bfloat16 compute (float32 weights) for models trained end to end from scratch
     # on a CPU with native bfloat16 (AVX512-BF16 or AMX; about twice as fast there), float32
     # otherwise. Resolved when a run starts and recorded; the saved model is float32 always.
@@ -118,6 +122,8 @@ class TrainConfig:
         for t in self.track:
             if t not in TRACKERS:
                 raise ConfigError(f"unknown tracker {t!r}; choose from: {', '.join(TRACKERS)}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {self.runtime!r}; choose one of: {', '.join(RUNTIMES)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         return self

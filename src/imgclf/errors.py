@@ -34,3 +34,12 @@ class WeightsError(ImgclfError):
 
 class RunError(ImgclfError):
     """A run folder is missing, incomplete, or was written by an incompatible version."""
+
+
+class RuntimeUnavailableError(ConfigError):
+    """``--runtime onnxruntime`` was asked for and a package it needs is not installed."""
+
+
+class RuntimeFallbackWarning(UserWarning):
+    """ONNX Runtime could not be used (not installed, no CPU provider, conversion or parity
+    check failed): Keras runs the model instead."""

@@ -30,6 +30,8 @@ from PIL import Image, UnidentifiedImageError
 from ..data.images import EXTENSION_FORMATS, UnusableImage, accept, decode_opened, load_image, open_image
 from ..data.sources import is_clutter
 from ..errors import ConfigError, DataError, ImgclfError
+from ..models.runtime import Runtime, choose_runtime, file_stamp
+from .export import FLOAT_TOLERANCE, inference_model
 
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32
@@ -84,6 +86,7 @@ class Predictions(list):
     """
 
     explain_error: str | None = None
+    runtime: dict | None = None  # where the model ran (imgclf.models.runtime: requested, runtime, reason)
 
     @property
     def errors(self) -> list[Prediction]:
@@ -317,11 +320,28 @@ def _decode_or_error(item: _Item, preprocessing: dict, max_pixels: int | None):
 # -- the model -------------------------------------------------------------------------
 
 def predict_arrays(model, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """Probabilities (float32, ``(N, classes)``) for a batch of uint8/float images of the model's size."""
+    """Probabilities (float32, ``(N, classes)``) for a batch of uint8/float images of the model's
+    size; ``model`` is a Keras model or a :class:`~imgclf.models.runtime.Runtime`."""
     x = np.asarray(np.stack(images) if not isinstance(images, np.ndarray) else images, dtype=np.float32)
+    if isinstance(model, Runtime):
+        return np.asarray(model.run(x), dtype=np.float32)
     if len(x) == 0:
         return np.zeros((0, int(model.output_shape[-1])), np.float32)
     return np.asarray(model.predict_on_batch(x), dtype=np.float32)
+
+
+def model_runtime(run, runtime: str | None = "auto", *, check=None, work: float | None = None):
+    """What predict and serve run the whole model on: ``run.model`` itself (Keras), or an
+    ONNX Runtime session of its export, converted once into the run's ``cache/`` and checked
+    against Keras on ``check`` images (default: a few fixed synthetic ones) within the export's
+    parity tolerance. Returns ``(model_or_runtime, info)``."""
+    model = run.model
+    if check is None or not len(check):
+        check = np.random.default_rng(0).integers(0, 256, (4, run.image_size, run.image_size, 3)).astype(np.float32)
+    key = {"whole_model": file_stamp(run.model_file), "image_size": run.image_size}
+    rt = choose_runtime(runtime, model, cache_dir=run.cache_dir, key=key, check=check, tolerance=FLOAT_TOLERANCE,
+                        what="the model", work=work, export_model=lambda: inference_model(model))
+    return (rt if rt.name == "onnxruntime" else model), rt.info
 
 
 def top_k_of(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
@@ -352,6 +372,7 @@ def predict(
     workers: int | None = None,
     tta: str | None = None,
     explain: str | os.PathLike | None = None,
+    runtime: str = "auto",
 ) -> Predictions:
     """Top-``k`` classes for each input, in input order (folders and globs expanded in natural order).
 
@@ -363,6 +384,9 @@ def predict(
     ``explain``: a folder that gets one Grad-CAM overlay PNG per image, for its predicted class
     (:mod:`imgclf.explain`); a model that cannot be explained still predicts, with
     ``Predictions.explain_error`` saying why.
+    ``runtime``: ``auto``, ``keras`` or ``onnxruntime`` (:func:`model_runtime`; ``auto`` converts
+    the model only when a converted one is cached or there are enough inputs to pay for it);
+    ``Predictions.runtime`` says what ran.
     """
     from .tta import check_mode, predict_tta
 
@@ -375,7 +399,7 @@ def predict(
     if not items:
         raise DataError("nothing to predict on: no inputs were given")
     preprocessing = run.preprocessing
-    model = run.model
+    model = None
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     results = Predictions()
     overlays = _Overlays(run, explain, results) if explain is not None else None
@@ -387,6 +411,9 @@ def predict(
             chunk = items[start:start + batch_size]
             decoded = list(pool.map(lambda it: _decode_or_error(it, preprocessing, max_pixels), chunk))
             good = [arr for arr, err in decoded if err is None]
+            if model is None and good:  # chosen (and checked) on the first images to predict
+                model, results.runtime = model_runtime(run, runtime, check=np.stack(good[:8]), work=len(items) * (
+                    2 if tta else 1))
             batch = predict_tta(lambda x: predict_arrays(model, x), np.stack(good), tta) if good else []
             written = [None] * len(good)
             if overlays is not None and good:
@@ -448,5 +475,5 @@ class _Overlays:
 
 __all__ = [
     "Prediction", "Predictions", "ImageTooLargeError", "decode", "describe_error", "expand_inputs", "open_header",
-    "predict", "predict_arrays", "top_k_of",
+    "model_runtime", "predict", "predict_arrays", "top_k_of",
 ]

@@ -22,6 +22,7 @@ from .. import __version__, figures, io, tracking
 from ..config import CONFIG_FORMAT, DataConfig, TrainConfig
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import ConfigError, RunError, first_line
+from ..models.runtime import require_runtime
 from ..run import Run, read_history, write_history
 from . import keep as keeping
 
@@ -139,6 +140,7 @@ def train(
         raise ConfigError(str(e).replace("__init__()", "train()")) from None
     cfg.validate()
     cfg.track = tracking.check(cfg.track)  # a missing package is said before any work
+    require_runtime(cfg.runtime)
     dist = _distribution(cfg, workers, worker_index)
     spec = get_spec(cfg.model)
     image_size = check_image_size(spec, cfg.image_size)
@@ -375,6 +377,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
     # head trains end to end like everything else.
     feature_cache = cfg.feature_cache and built.feature_extractor is not None and not dist.distributed
     features = None
+    feature_runtime: dict = {}  # where the backbone ran (imgclf.models.runtime), for metrics.json
     start = 0
     trained = False
     trackers = tracking.start(cfg.track, run, cfg, ds.class_names) if cfg.track and dist.is_chief else None
@@ -407,7 +410,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         if use_features:
             if features is None:
                 features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
-                                            folder=run.cache_dir, progress=progress)
+                                            folder=run.cache_dir, progress=progress, runtime=cfg.runtime,
+                                            report=feature_runtime)
             plain, augmented = features
             labels_all = ds.row_labels()
             common = dict(batch_size=cfg.batch_size, seed=cfg.seed, one_hot=one_hot, num_classes=ds.num_classes)
@@ -453,12 +457,14 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         last_on_features = feature_cache and stages[-1][0] == "head"
         if last_on_features and features is None:
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
-                                        folder=run.cache_dir, progress=progress)
+                                        folder=run.cache_dir, progress=progress, runtime=cfg.runtime,
+                                        report=feature_runtime)
         kept = keeping.kept_epochs(rows, bests, keep)
         if verdict is not None and not verdict.get("kept", True):
             kept.pop("fine_tune", None)  # the head stage's weights went back: its epoch is the one kept
         val_probs = _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
-                            fine_tune=verdict, progress=progress, kept=kept, keep=keep)
+                            fine_tune=verdict, progress=progress, kept=kept, keep=keep,
+                            feature_runtime=feature_runtime)
         if trackers:
             trackers.finish(run.metrics(), lambda: tracking.run_figures(run, ds.class_names,
                                                                         ds.labels("validation"), val_probs))
@@ -540,7 +546,7 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
             features: np.ndarray | None, fine_tune: dict | None = None, progress: bool,
-            kept: dict | None = None, keep: str | None = None) -> np.ndarray:
+            kept: dict | None = None, keep: str | None = None, feature_runtime: dict | None = None) -> np.ndarray:
     """Save and score the final model; returns its validation probabilities."""
     from ..evaluation import leak_free, predict_split, scores
 
@@ -590,6 +596,8 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     metrics["epochs"] = len(rows)
     metrics["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in rows])) if rows else None
     metrics["parameters"] = _parameters(built.model)
+    if feature_runtime:
+        metrics["feature_runtime"] = feature_runtime  # requested, used, and why not ONNX Runtime
     io.write_json(run.path / "metrics.json", metrics)
     figures.save(run.plot_history(), run.figures_dir / "history.png")
     meta = run.meta
