@@ -71,12 +71,14 @@ def test_onnx_features_agree_with_keras_and_the_conversion_is_reused(backbone_da
     assert _extract(backbone_data, tmp_path / "o", "auto")[2]["runtime"] == "onnxruntime"
 
 
+@pytest.mark.slow  # converts MobileNetV2 (several seconds)
 def test_features_from_the_cache_run_no_backbone(backbone_data, tmp_path):
     _extract(backbone_data, tmp_path, "onnxruntime")
     _, _, report = _extract(backbone_data, tmp_path, "onnxruntime")
     assert report == {"runtime": None, "requested": "onnxruntime", "cached": True}
 
 
+@pytest.mark.slow  # converts MobileNetV2 (several seconds)
 def test_a_different_pooling_or_size_converts_again(backbone_data, tmp_path):
     _extract(backbone_data, tmp_path, "onnxruntime")
     other = imgclf.build_model("mobilenet_v2", 2, 32, weights=None, alpha=0.35, seed=1, pooling="max")
@@ -134,6 +136,7 @@ def test_a_backbone_that_does_not_convert_falls_back_with_one_warning(backbone_d
     np.testing.assert_array_equal(plain, keras_plain)
 
 
+@pytest.mark.slow  # converts MobileNetV2 (several seconds)
 def test_a_failed_parity_check_falls_back_to_keras(backbone_data, tmp_path, monkeypatch):
     real = runtime.OnnxRuntime.run
     monkeypatch.setattr(runtime.OnnxRuntime, "run", lambda self, x: real(self, x) + 0.5)
@@ -142,6 +145,7 @@ def test_a_failed_parity_check_falls_back_to_keras(backbone_data, tmp_path, monk
     assert report["runtime"] == "keras" and "disagrees" in report["reason"]
 
 
+@pytest.mark.slow  # converts MobileNetV2 (several seconds)
 def test_a_build_without_the_cpu_provider_falls_back(backbone_data, tmp_path, monkeypatch):
     import onnxruntime
 

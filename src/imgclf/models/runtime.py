@@ -42,9 +42,10 @@ INSTALL_HINT = "pip install onnxruntime tf2onnx onnx (or pip install imgclf, whi
 # takes about 5 s and saves about 4 ms per image, so it pays from about a thousand images.
 AUTO_MIN_WORK = 1000
 AUTO_REFERENCE_SIZE = 160
-# intra-op threads of an ONNX Runtime session; None: ONNX Runtime's default (one per core).
-# Chosen by bench/backbone_speed.py --threads (see the README).
-DEFAULT_THREADS: int | None = None
+# intra-op threads of an ONNX Runtime session: half the cores. On a shared 2-core machine one
+# thread ran MobileNetV2 0.35 1.1-1.6x as fast as two and 1.7-2x as fast as ONNX Runtime's
+# default (one per core, spinning), in every round of bench/backbone_speed.py (see the README).
+DEFAULT_THREADS: int | None = max(1, (os.cpu_count() or 2) // 2)
 
 _warned: set[str] = set()
 
