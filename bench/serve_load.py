@@ -7,18 +7,20 @@ Without ``--run`` it makes (once, cached in ``--workdir``) a MobileNetV2 0.35 ru
 trained one epoch on a small synthetic dataset, with the ImageNet weights from
 ../shared/weights when present (``weights=None`` otherwise: the speed is the same).
 
-What it measures, in this order:
+What it measures, for each runtime of ``--runtimes`` (default ``keras,onnxruntime``), in order:
 
-1. the model's raw batched throughput: ``model.predict_on_batch`` on batches of ``--max-batch``
-   images already decoded, in this process, with the server not yet started;
-2. the served throughput: ``imgclf serve`` started as a subprocess on a free loopback port,
-   then ``--requests`` POST /predict (multipart field ``file``, one JPEG from the test split)
-   from ``--concurrency`` keep-alive connections (a minimal asyncio HTTP/1.1 client, so that
-   the client takes as little of the shared CPU as possible), after a warm-up.
+1. the model's raw batched throughput on that runtime: batches of ``--max-batch`` images
+   already decoded, in this process, with no server running (Keras: ``model.predict_on_batch``,
+   today's path; ONNX Runtime: the session ``imgclf serve --runtime onnxruntime`` makes);
+2. the served throughput: ``imgclf serve --runtime R`` started as a subprocess on a free
+   loopback port, then ``--requests`` POST /predict (multipart field ``file``, one JPEG from the
+   test split) from ``--concurrency`` keep-alive connections (a minimal asyncio HTTP/1.1
+   client, so that the client takes as little of the shared CPU as possible), after a warm-up.
 
 It prints throughput, p50/p95/p99 latency, errors, the server's batching figures, the raw
-figure and the ratio served/raw. Target (2 cores, MobileNetV2 0.35 at 160x160): no errors in
-1,000 requests at concurrency 16, and a ratio of at least 0.5. Exit status 1 if missed.
+figure and the ratio served/raw per runtime, then served ONNX Runtime / served Keras.
+Targets (2 cores, MobileNetV2 0.35 at 160x160): no errors in 1,000 requests at concurrency 16,
+served/raw at least 0.5, and ONNX Runtime served at least 2x Keras served. Exit status 1 if missed.
 """
 
 from __future__ import annotations
@@ -58,23 +60,28 @@ def make_run(workdir: Path, image_size: int):
                         weights=weights, progress=False)
 
 
-def raw_throughput(run, batch: int, rounds: int = 3, seconds: float = 3.0) -> tuple[float, list[float]]:
-    """Images per second of ``predict_on_batch`` on ``batch`` decoded images: the best of
+def raw_throughput(run, batch: int, runtime: str = "keras", rounds: int = 3,
+                   seconds: float = 3.0) -> tuple[float, list[float]]:
+    """Images per second of the model on ``runtime`` on ``batch`` decoded images: the best of
     ``rounds`` timed rounds (after a warm-up), so that a busy neighbour lowers it as little as
     possible; the ratio against it is then the conservative one."""
     import numpy as np
 
-    model = run.model
+    from imgclf.inference.predict import model_runtime, predict_arrays
+
+    runner, info = model_runtime(run, runtime)
+    if info["runtime"] != runtime:
+        raise SystemExit(f"{runtime} is not available: {info.get('reason')}")
     images = run.dataset(progress=False).images("test")
     reps = int(np.ceil(batch / len(images)))
     x = np.concatenate([images] * reps)[:batch].astype(np.float32)
     for _ in range(3):
-        model.predict_on_batch(x)
+        predict_arrays(runner, x)
     figures = []
     for _ in range(rounds):
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            model.predict_on_batch(x)
+            predict_arrays(runner, x)
             n += batch
         figures.append(n / (time.perf_counter() - t0))
     return max(figures), figures
@@ -86,9 +93,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run_path: Path, port: int, max_batch: int) -> subprocess.Popen:
+def start_server(run_path: Path, port: int, max_batch: int, runtime: str = "auto") -> subprocess.Popen:
     cmd = [sys.executable, "-m", "imgclf.cli", "serve", str(run_path), "--host", "127.0.0.1", "--port", str(port),
-           "--max-batch", str(max_batch), "--log-level", "warning"]
+           "--max-batch", str(max_batch), "--log-level", "warning", "--runtime", runtime]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -194,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", "-c", type=int, default=16)
     ap.add_argument("--image-size", type=int, default=160)
     ap.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch and the raw batch size")
+    ap.add_argument("--runtimes", default="keras,onnxruntime",
+                    help="comma-separated runtimes to measure, one server each (default keras,onnxruntime)")
     ap.add_argument("--image", help="the image to send (default: a JPEG of the run's test split)")
     ap.add_argument("--workdir", default=os.environ.get("IMGCLF_BENCH_DIR", "/tmp/imgclf-bench/serve_load"))
     args = ap.parse_args(argv)
@@ -210,12 +219,26 @@ def main(argv=None) -> int:
     print(f"request  POST /predict multipart, {image_path.name} ({len(image):,} bytes)")
     print(f"cpus     {os.cpu_count()}")
 
-    raw, rounds = raw_throughput(run, args.max_batch)
-    print(f"raw      model.predict_on_batch, batch {args.max_batch}: {raw:.1f} images/s "
+    served_by = {}
+    ok = True
+    for runtime in args.runtimes.split(","):
+        ok &= measure_runtime(run, runtime, image, image_path, args, served_by)
+    if "keras" in served_by and "onnxruntime" in served_by:
+        gain = served_by["onnxruntime"] / served_by["keras"]
+        ok &= gain >= 2
+        print(f"\nonnxruntime served / keras served = {gain:.2f}x  (target >= 2x: {'PASS' if gain >= 2 else 'FAIL'})")
+    return 0 if ok else 1
+
+
+def measure_runtime(run, runtime: str, image: bytes, image_path: Path, args, served_by: dict) -> bool:
+    """Raw, then served, throughput of ``run`` on ``runtime``; True if its targets are met."""
+    print(f"\n-- runtime {runtime}")
+    raw, rounds = raw_throughput(run, args.max_batch, runtime)
+    print(f"raw      {runtime}, batch {args.max_batch}: {raw:.1f} images/s "
           f"(best of {len(rounds)} rounds: {', '.join(f'{r:.0f}' for r in rounds)})", flush=True)
 
     port = free_port()
-    server = start_server(run.path, port, args.max_batch)
+    server = start_server(run.path, port, args.max_batch, runtime)
     try:
         req = multipart_request(image, image_path.name, port)
         warm = asyncio.run(load(port, req, 4 * args.concurrency, args.concurrency))
@@ -232,10 +255,11 @@ def main(argv=None) -> int:
 
     lat_ms = [x * 1000 for x in res["latencies"]]
     served = args.requests / res["wall"]
+    served_by[runtime] = served
     ratio = served / raw
     errors = res["errors"]
     print(f"served   {args.requests} requests at concurrency {args.concurrency} in {res['wall']:.1f} s: "
-          f"{served:.1f} requests/s")
+          f"{served:.1f} requests/s (server runtime: {health.get('runtime')})")
     print(f"latency  p50 {percentile(lat_ms, 50):.1f} ms, p95 {percentile(lat_ms, 95):.1f} ms, "
           f"p99 {percentile(lat_ms, 99):.1f} ms, mean {statistics.fmean(lat_ms):.1f} ms, max {max(lat_ms):.1f} ms")
     print(f"errors   {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
@@ -243,10 +267,13 @@ def main(argv=None) -> int:
         print(f"batching {health['requests']} images in {health['batches']} model calls "
               f"(mean {health['requests'] / health['batches']:.1f}, largest {health['largest_batch']}), "
               "warm-up included")
-    ok = not errors and ratio >= 0.5
+    ok = not errors and ratio >= 0.5 and health.get("runtime") == runtime
     print(f"ratio    served / raw = {ratio:.2f}  (target >= 0.50, no errors: {'PASS' if ok else 'FAIL'})")
-    return 0 if ok else 1
-
+    print(json.dumps({"benchmark": "serve_load", "runtime": runtime, "raw_images_per_s": round(raw, 1),
+                      "served_requests_per_s": round(served, 1), "ratio": round(ratio, 2), "errors": len(errors),
+                      "p50_ms": round(percentile(lat_ms, 50), 1), "p99_ms": round(percentile(lat_ms, 99), 1)}),
+          flush=True)
+    return ok
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,6 +28,7 @@ TRACKERS = ("tensorboard", "mlflow")
 FITS = ("crop", "stretch", "pad")
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "lanczos", "area")
 CACHE_MODES = ("disk", "memory", "none")
+RUNTIMES = ("auto", "keras", "onnxruntime")  # imgclf.models.runtime
 
 
 # -- checks: what a field allows, said in one message form -------------------------------------
@@ -298,6 +299,9 @@ class TrainConfig(_Validated):
     feature_cache: bool = option(True, "train a frozen backbone's head on features computed once", Boolean(), transfer=True)
     views: int = option(2, "cached views per image for a frozen backbone when augmenting: the plain image and "
                            "augmented ones", POSITIVE, transfer=True)
+    runtime: str = option("auto", "where the frozen backbone's feature pass runs: auto (ONNX Runtime on a CPU when "
+                                  "it pays for its conversion, Keras on a GPU), keras or onnxruntime",
+                          OneOf(*RUNTIMES), transfer=True)
     # "auto": bfloat16 compute (float32 weights) for models trained end to end from scratch
     # on a CPU with native bfloat16 (AVX512-BF16 or AMX; about twice as fast there), float32
     # otherwise. Resolved when a run starts and recorded; the saved model is float32 always.

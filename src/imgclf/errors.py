@@ -71,3 +71,10 @@ class ParityError(ExportError):
 
 class ServeError(ImgclfError):
     """The server cannot start (missing packages, bad options)."""
+class RuntimeUnavailableError(ConfigError):
+    """``--runtime onnxruntime`` was asked for and a package it needs is not installed."""
+
+
+class RuntimeFallbackWarning(UserWarning):
+    """ONNX Runtime could not be used (not installed, no CPU provider, conversion or parity
+    check failed): Keras runs the model instead."""

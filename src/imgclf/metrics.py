@@ -304,6 +304,7 @@ class Metrics(Record):
     parameters: Parameters | None = _field(record=Parameters, always=True)
     evaluation: dict[str, Evaluation] = _field(each=Evaluation, factory=dict)
     tta: dict[str, TtaEffect] = _field(each=TtaEffect, factory=dict)
+    feature_runtime: dict | None = None  # where the frozen backbone ran (imgclf.models.runtime)
 
     def split(self, name: str) -> Scores | None:
         """The training-time scores of ``validation`` or ``test``."""

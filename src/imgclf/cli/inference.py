@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import io
+from ..config import RUNTIMES
 from ..errors import ConfigError
 from ..inference.export import FORMATS, QUANTIZE, export
 from ..inference.predict import predict
@@ -40,7 +41,7 @@ def cmd_predict(args) -> int:
     quiet_python_logs()
     run = load(args.run)
     results = predict(run, args.paths, top_k=args.top_k, batch_size=args.batch_size,
-                      progress=not args.quiet, tta=args.tta, explain=args.explain)
+                      progress=not args.quiet, tta=args.tta, explain=args.explain, runtime=args.runtime)
     if fmt == "csv":
         text = results.to_csv()
     elif fmt == "json":
@@ -85,7 +86,7 @@ def cmd_serve(args) -> int:
     serve(args.run, host=args.host, port=args.port, log_level=args.log_level,
           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
           max_batch=args.max_batch, max_queue=args.max_queue, top_k=args.top_k,
-          limit_concurrency=args.limit_concurrency)
+          limit_concurrency=args.limit_concurrency, runtime=args.runtime)
     return 0
 
 
@@ -120,6 +121,10 @@ def add_commands(sub) -> None:
                         "or with its mirror and four corner crops (crops)")
     p.add_argument("--explain", metavar="DIR",
                    help="write one Grad-CAM overlay PNG per image into DIR (the predicted class's heatmap)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="where the model runs: auto (default: ONNX Runtime on a CPU when a converted model is "
+                        "cached or there are enough images to pay for converting it, else Keras), keras, "
+                        "onnxruntime (converted once into RUN/cache/, checked against Keras)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
@@ -196,6 +201,9 @@ def add_commands(sub) -> None:
                    help=f"most open requests; more get 503 (default {DEFAULT_LIMIT_CONCURRENCY})")
     p.add_argument("-k", "--top-k", type=int, default=DEFAULT_TOP_K,
                    help=f"classes per answer unless the request says ?top_k= (default {DEFAULT_TOP_K})")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="where the model runs: auto (default: ONNX Runtime on a CPU, Keras on a GPU), keras, "
+                        "onnxruntime (converted once into RUN/cache/, checked against Keras)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (debug also logs every request)")
     p.set_defaults(func=cmd_serve)

@@ -27,12 +27,10 @@ through one inference function, ``model(image, training=False)``, saved with Ker
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ import numpy as np
 
 from .. import io
 from ..errors import ConfigError, ExportError, ParityError, first_line
+from ..models.runtime import OPSET, quiet_stderr, to_onnx
 from ..run import resolve_run
 from ..version import __version__
 
@@ -187,32 +186,7 @@ def _write_savedmodel(run, model, folder: Path, meta: dict | None) -> None:
         (assets / "imgclf.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Keep converter chatter (C++ logs on fd 2) off the terminal; on failure, show it."""
-    if os.environ.get("IMGCLF_TF_LOGS"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    log = tempfile.TemporaryFile()
-    os.dup2(log.fileno(), 2)
-    failed = False
-    try:
-        yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        if failed:
-            log.seek(0)
-            tail = log.read()[-4000:].decode("utf-8", "replace")
-            if tail.strip():
-                print(tail, file=sys.stderr)
-        log.close()
+_quiet_stderr = quiet_stderr  # converter chatter off the terminal (imgclf.models.runtime)
 
 
 # -- per format ---------------------------------------------------------------------
@@ -299,28 +273,13 @@ def _require_onnx():
 
 
 def _export_onnx(run, model, target: Path, meta: dict, quantize) -> None:
-    import logging
-
     import onnx
-    import tensorflow as tf
-    import tf2onnx
 
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    spec = [_input_spec(run)]
-    fn = tf.function(lambda image: model(image, training=False), input_signature=spec, autograph=False)
+    s = run.image_size
     try:
-        with _quiet_stderr():
-            proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
-    except Exception as first:
-        # tf2onnx 1.17 still uses numpy<2 idioms in some rewriters; Keras ships a patch for them.
-        try:
-            from keras.src.export.tf2onnx_lib import patch_tf2onnx
-
-            patch_tf2onnx()
-            with _quiet_stderr():
-                proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
-        except Exception:
-            raise ExportError(f"ONNX conversion (tf2onnx) failed: {first_line(first, 300)}") from None
+        proto = to_onnx(model, (s, s, 3), opset=OPSET)
+    except Exception as e:
+        raise ExportError(f"ONNX conversion (tf2onnx) failed: {first_line(e, 300)}") from None
     _name_onnx_io(proto, run)
     if quantize == "int8":
         proto = _onnx_int8(proto, run)

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from ..data.images import EXTENSION_FORMATS, UnusableImage, accept, decode_opened, load_image, open_image
 from ..data.sources import is_clutter
 from ..errors import ConfigError, ImageTooLargeError
+from ..models.runtime import Runtime
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -177,8 +178,11 @@ def decode_or_error(item: _Item, preprocessing: dict, max_pixels: int | None):
 # -- the model ------------------------------------------------------------------------
 
 def predict_arrays(model, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """Probabilities (float32, ``(N, classes)``) for a batch of uint8/float images of the model's size."""
+    """Probabilities (float32, ``(N, classes)``) for a batch of uint8/float images of the model's
+    size; ``model`` is a Keras model or a :class:`~imgclf.models.runtime.Runtime`."""
     x = np.asarray(np.stack(images) if not isinstance(images, np.ndarray) else images, dtype=np.float32)
+    if isinstance(model, Runtime):
+        return np.asarray(model.run(x), dtype=np.float32)
     if len(x) == 0:
         return np.zeros((0, int(model.output_shape[-1])), np.float32)
     return np.asarray(model.predict_on_batch(x), dtype=np.float32)

@@ -27,8 +27,10 @@ import numpy as np
 from .. import io
 from ..errors import ConfigError, DataError, ExplainError
 from ..explain import explainer_for, overlay, png_bytes
+from ..models.runtime import choose_runtime, file_stamp
 from ..progress import bar
 from ..run import resolve_run
+from .export import FLOAT_TOLERANCE, inference_model
 from .inputs import (
     ImageTooLargeError,
     decode,
@@ -89,6 +91,8 @@ class Predictions(list):
     """
 
     explain_error: str | None = None
+    runtime: dict | None = None  # where the model ran (imgclf.models.runtime: requested, runtime, reason)
+    runtime: dict | None = None  # where the model ran (imgclf.models.runtime: requested, runtime, reason)
 
     @property
     def errors(self) -> list[Prediction]:
@@ -170,6 +174,20 @@ def _check_positive(name: str, value) -> int:
     return int(value)
 
 
+def model_runtime(run, runtime: str | None = "auto", *, check=None, work: float | None = None):
+    """What predict and serve run the whole model on: ``run.model`` itself (Keras), or an
+    ONNX Runtime session of its export, converted once into the run's ``cache/`` and checked
+    against Keras on ``check`` images (default: a few fixed synthetic ones) within the export's
+    parity tolerance. Returns ``(model_or_runtime, info)``."""
+    model = run.model
+    if check is None or not len(check):
+        check = np.random.default_rng(0).integers(0, 256, (4, run.image_size, run.image_size, 3)).astype(np.float32)
+    key = {"whole_model": file_stamp(run.model_file), "image_size": run.image_size}
+    rt = choose_runtime(runtime, model, cache_dir=run.cache_dir, key=key, check=check, tolerance=FLOAT_TOLERANCE,
+                        what="the model", work=work, export_model=lambda: inference_model(model))
+    return (rt if rt.name == "onnxruntime" else model), rt.info
+
+
 def predict(
     run,
     inputs,
@@ -181,6 +199,7 @@ def predict(
     workers: int | None = None,
     tta: str | None = None,
     explain: str | os.PathLike | None = None,
+    runtime: str = "auto",
 ) -> Predictions:
     """Top-``k`` classes for each input, in input order (folders and globs expanded in natural order).
 
@@ -192,6 +211,9 @@ def predict(
     ``explain``: a folder that gets one Grad-CAM overlay PNG per image, for its predicted class
     (:mod:`imgclf.explain`); a model that cannot be explained still predicts, with
     ``Predictions.explain_error`` saying why.
+    ``runtime``: ``auto``, ``keras`` or ``onnxruntime`` (:func:`model_runtime`; ``auto`` converts
+    the model only when a converted one is cached or there are enough inputs to pay for it);
+    ``Predictions.runtime`` says what ran.
     """
     run = resolve_run(run)
     class_names = run.class_names
@@ -202,7 +224,7 @@ def predict(
     if not items:
         raise DataError("nothing to predict on: no inputs were given")
     preprocessing = run.preprocessing
-    model = run.model
+    model = None
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     results = Predictions()
     overlays = _Overlays(run, explain, results) if explain is not None else None
@@ -212,6 +234,9 @@ def predict(
             chunk = items[start:start + batch_size]
             decoded = list(pool.map(lambda it: decode_or_error(it, preprocessing, max_pixels), chunk))
             good = [arr for arr, err in decoded if err is None]
+            if model is None and good:  # chosen (and checked) on the first images to predict
+                model, results.runtime = model_runtime(run, runtime, check=np.stack(good[:8]), work=len(items) * (
+                    2 if tta else 1))
             batch = predict_tta(lambda x: predict_arrays(model, x), np.stack(good), tta) if good else []
             written = [None] * len(good)
             if overlays is not None and good:
@@ -268,5 +293,5 @@ class _Overlays:
 
 __all__ = [
     "Prediction", "Predictions", "ImageTooLargeError", "decode", "describe_error", "expand_inputs", "open_header",
-    "predict", "predict_arrays", "top_k_of",
+    "model_runtime", "predict", "predict_arrays", "top_k_of",
 ]

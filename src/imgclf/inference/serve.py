@@ -38,6 +38,7 @@ from ..explain import GradCAM, overlay, png_bytes
 from ..run import resolve_run
 from ..version import __version__
 from .inputs import decode, describe_error, open_header, predict_arrays, top_k_of
+from .predict import model_runtime
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -224,6 +225,7 @@ class ServeOptions:
     max_queue: int = DEFAULT_MAX_QUEUE
     top_k: int = DEFAULT_TOP_K
     decode_workers: int | None = None
+    runtime: str = "auto"  # where the model runs (imgclf.models.runtime): auto, keras, onnxruntime
 
 
 def index_html() -> str:
@@ -242,7 +244,8 @@ def create_app(run, **options):
         if int(getattr(opts, name)) < 1:
             raise ServeError(f"{name} must be >= 1, got {getattr(opts, name)!r}")
     run = resolve_run(run)
-    model = run.model  # safe mode, loaded once
+    model = run.model  # safe mode, loaded once (Grad-CAM runs on it whatever the runtime)
+    runner, runtime_info = model_runtime(run, opts.runtime)  # a server runs long: auto converts
     class_names = run.class_names
     preprocessing = run.preprocessing
     info = {
@@ -251,8 +254,9 @@ def create_app(run, **options):
         "class_names": class_names,
         "image_size": run.image_size,
         "imgclf_version": __version__,
+        "runtime": runtime_info["runtime"],
     }
-    batcher = Batcher(model, opts.max_batch, opts.max_queue)
+    batcher = Batcher(runner, opts.max_batch, opts.max_queue)
     batcher.warm_up(run.image_size)
     decoder = ThreadPoolExecutor(max_workers=opts.decode_workers or max(2, min(4, os.cpu_count() or 1)),
                                  thread_name_prefix="imgclf-decode")
@@ -271,6 +275,7 @@ def create_app(run, **options):
                   docs_url=None, redoc_url=None)  # the Swagger page would load from a CDN
     app.state.run = run
     app.state.batcher = batcher
+    app.state.runtime = runtime_info
     app.add_middleware(BodyLimit, limit=opts.max_upload_bytes)
 
     def error(status: int, message: str) -> JSONResponse:
@@ -404,7 +409,8 @@ def serve(
     app = create_app(run, **options)
     name = app.state.run.path
     shown = f"[{host}]" if ":" in host else host
-    print(f"serving {name} on http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+    print(f"serving {name} on http://{shown}:{port}/ with {app.state.runtime['runtime']}  (Ctrl-C to stop)",
+          flush=True)
     if not is_loopback(host):
         print(f"warning: listening on {host}, reachable from other machines; there is no authentication",
               flush=True)

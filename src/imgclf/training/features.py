@@ -14,6 +14,12 @@ the rows it covers and how many images it passed through the backbone; the chief
 every shard, assembles them into the same files a single process writes, and the other
 workers map those. The run folder must be shared by the workers (one machine, or a shared
 file system), as it already is for the split lists and checkpoints.
+
+The backbone runs on the runtime ``runtime`` chooses (:mod:`imgclf.models.runtime`): on a CPU,
+ONNX Runtime, with the backbone (preprocessing and pooling included) converted once into the
+same folder, keyed by backbone, size, pooling and weights file, and checked against Keras on a
+batch before it is trusted. Augmented views are drawn by the Keras layers and fed to the same
+runtime.
 """
 
 from __future__ import annotations
@@ -31,21 +37,30 @@ import numpy as np
 from .. import io
 from ..errors import RunError
 from ..io import TMP_PREFIX
+from ..models.runtime import choose_runtime, file_stamp
 from ..progress import bar as progress_bar
+
+# largest difference between the features of a converted backbone and Keras' on the check batch
+# (MobileNetV2's pooled features reach about 6; ONNX Runtime differs by about 2e-5)
+FEATURE_TOLERANCE = 1e-3
+CHECK_IMAGES = 16
+
+
+def backbone_key(built, image_size: int) -> dict:
+    """What the frozen backbone's features depend on, besides the images."""
+    return {
+        "model": built.spec.name, "alpha": built.alpha, "weights": file_stamp(built.weights_path),
+        "pooling": type(built.feature_extractor.layers[-1]).__name__ if built.feature_extractor else None,
+        "precision": built.model.dtype_policy.name, "image_size": image_size,
+    }
 
 
 def feature_key(built, ds, image_size: int, views: int, seed: int) -> str:
-    weights = built.weights_path
-    if weights and os.path.exists(weights):
-        st = os.stat(weights)
-        weights = f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}"
     parts = {
+        **backbone_key(built, image_size),
         "files": ds.decode_key(image_size),
-        "model": built.spec.name, "alpha": built.alpha, "weights": weights,
-        "pooling": type(built.feature_extractor.layers[-1]).__name__ if built.feature_extractor else None,
-        "precision": built.model.dtype_policy.name,
         "augment": built.augment.to_dict() if built.augment else None,
-        "views": views, "seed": seed, "image_size": image_size,
+        "views": views, "seed": seed,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -85,13 +100,20 @@ def shard_of(n: int, worker_index: int, num_workers: int) -> slice:
 
 def extract_features(built, ds, image_size: int, *, views: int, seed: int, folder: Path,
                      batch_size: int = 64, progress: bool = True, shard: tuple[int, int] = (0, 1),
-                     timeout: float = SHARD_TIMEOUT_S) -> tuple[np.ndarray, np.ndarray]:
+                     timeout: float = SHARD_TIMEOUT_S, runtime: str = "auto",
+                     report: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(plain, augmented)``: plain features of every image of every split, ``(N, D)``, and
     augmented training views ``(views - 1, n_train, D)`` (empty without augmentation).
 
     ``shard=(worker_index, num_workers)``: this worker computes its share only (see the module
     docstring) and waits up to ``timeout`` seconds for the others'; every worker returns the
-    whole arrays."""
+    whole arrays. ``runtime``: ``auto``, ``keras`` or ``onnxruntime`` (see
+    :mod:`imgclf.models.runtime`); ``report`` (a dict) receives the runtime's ``info``, or
+    ``{"runtime": None, "cached": True}`` when every feature came from the cache.
+
+    ``runtime``: ``auto``, ``keras`` or ``onnxruntime`` (see :mod:`imgclf.models.runtime`);
+    ``report`` (a dict) receives the runtime's ``info``, or ``{"runtime": None, "cached": True}``
+    when every feature came from the cache."""
     import tensorflow as tf
 
     images = ds.decoded(image_size)
@@ -116,14 +138,32 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
 
     h, w = images.shape[1:3]
     signature = [tf.TensorSpec((None, h, w, 3), tf.uint8)]  # one trace, whatever the batch size
+    chosen = {}
+    if report is not None:
+        report.clear()
+        report.update({"runtime": None, "requested": runtime, "cached": True})
 
-    @tf.function(input_signature=signature)
+    def backbone():
+        """The runtime, chosen when the first feature is to be computed (not at all on a cache hit)."""
+        if "rt" not in chosen:
+            check = np.asarray(images[used[:CHECK_IMAGES]], np.float32)
+            chosen["rt"] = choose_runtime(runtime, extractor, cache_dir=folder, key=backbone_key(built, image_size),
+                                          check=check, tolerance=FEATURE_TOLERANCE, what="the backbone",
+                                          work=total)
+            if report is not None:
+                report.clear()
+                report.update(chosen["rt"].info)
+        return chosen["rt"]
+
     def plain_step(x):
-        return extractor(tf.cast(x, tf.float32), training=False)
+        return backbone().run(x.astype(np.float32))
 
     @tf.function(input_signature=signature)
+    def augment(x):
+        return augmentation(tf.cast(x, tf.float32), training=True)
+
     def augmented_step(x):
-        return extractor(augmentation(tf.cast(x, tf.float32), training=True), training=False)
+        return backbone().run(augment(tf.constant(x)).numpy())
 
     passed = [0]  # images through the backbone in this call
 
@@ -131,7 +171,7 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
         """Features of ``images[indices]`` into ``out`` in order, or at rows ``at`` of it."""
         pos = 0
         for x in _batches(images, indices, batch_size):
-            f = step(tf.constant(x)).numpy()
+            f = step(x)
             if at is None:
                 out[pos: pos + len(f)] = f
             else:
@@ -142,6 +182,8 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
 
     def fill_views(rows):
         def fill(out):
+            backbone()  # chosen (maybe converted) before the draws are seeded
+            tf.random.set_seed(seed)
             for v in range(extra):
                 run(augmented_step, rows, out[v])
         return fill
@@ -149,8 +191,6 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     try:
         if workers > 1:
             shards = folder / f"features-{key}"
-            if extra:
-                tf.random.set_seed(seed)
             _compute_shard(shards, worker, workers, plain_share, train_idx[view_share], d, extra,
                            plain=lambda out: run(plain_step, plain_share, out), views=fill_views(train_idx[view_share]),
                            computed=lambda: passed[0])
@@ -158,7 +198,6 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
             plain = _save_atomic(folder, names[0], shapes[0],
                                  lambda out: run(plain_step, used, out, at=used))  # bad files' rows stay 0
             if extra:
-                tf.random.set_seed(seed)
                 augmented = _save_atomic(folder, names[1], shapes[1], fill_views(train_idx))
             else:
                 augmented = np.zeros(shapes[1], np.float32)

@@ -28,6 +28,7 @@ from ..errors import RunError, first_line
 from ..metrics import Baseline, Calibration, FineTune, LeakFree, Metrics, Parameters, Scores, scores, write_metrics
 from ..models import AugmentConfig, build_model, get_spec
 from ..models.registry import check_image_size
+from ..models.runtime import require_runtime
 from ..run import Run, read_history, write_history
 from ..version import __version__
 from . import keep as keeping
@@ -137,6 +138,7 @@ def train(
     cfg = merge(config, options, where="train()")
     cfg.augment = _resolve_augment(cfg.augment)
     cfg.track = tracking.check(cfg.track)  # a missing package is said before any work
+    require_runtime(cfg.runtime)
     dist = _distribution(cfg, workers, worker_index)
     spec = get_spec(cfg.model)
     image_size = check_image_size(spec, cfg.image_size)
@@ -367,6 +369,7 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
     # and then train the head together on the whole arrays, as they train a model end to end.
     feature_cache = cfg.feature_cache and built.feature_extractor is not None
     features = None
+    feature_runtime: dict = {}  # where the backbone ran (imgclf.models.runtime), for metrics.json
     start = 0
     trained = False
     trackers = tracking.start(cfg.track, run, cfg, ds.class_names) if cfg.track and dist.is_chief else None
@@ -400,7 +403,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             if features is None:
                 features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
                                             folder=run.cache_dir, progress=progress,
-                                            shard=(dist.worker_index, dist.num_workers))
+                                            shard=(dist.worker_index, dist.num_workers), runtime=cfg.runtime,
+                                            report=feature_runtime)
             train_data, val_data, fit_args = _feature_data(cfg, ds, dist, features, one_hot)
         else:
             train_data, val_data, fit_args = _image_data(cfg, ds, dist, one_hot)
@@ -439,7 +443,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         last_on_features = feature_cache and stages[-1][0] == "head"
         if last_on_features and features is None:  # the chief alone, unless the cache is whole
             features = extract_features(built, ds, cfg.image_size, views=cfg.views, seed=cfg.seed,
-                                        folder=run.cache_dir, progress=progress)
+                                        folder=run.cache_dir, progress=progress, runtime=cfg.runtime,
+                                        report=feature_runtime)
         if last_on_features and dist.num_workers > 1:
             # the head scores the features outside the strategy: a multi-worker predict would
             # wait for workers that have finished
@@ -448,7 +453,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
         if verdict is not None and not verdict.get("kept", True):
             kept.pop("fine_tune", None)  # the head stage's weights went back: its epoch is the one kept
         val_probs = _finish(run, cfg, ds, built, rows, features=features[0] if last_on_features else None,
-                            fine_tune=verdict, progress=progress, kept=kept, keep=keep)
+                            fine_tune=verdict, progress=progress, kept=kept, keep=keep,
+                            feature_runtime=feature_runtime)
         if trackers:
             trackers.finish(run.metrics(), lambda: tracking.run_figures(run, ds.class_names,
                                                                         ds.labels("validation"), val_probs))
@@ -583,7 +589,7 @@ def _restore_into_model(built, checkpoint: Path, stage: str | None) -> None:
 
 def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict], *,
             features: np.ndarray | None, fine_tune: dict | None = None, progress: bool,
-            kept: dict | None = None, keep: str | None = None) -> np.ndarray:
+            kept: dict | None = None, keep: str | None = None, feature_runtime: dict | None = None) -> np.ndarray:
     """Save and score the final model; returns its validation probabilities."""
     final = built.model if cfg.precision == "float32" else float32_model(cfg, ds.num_classes, built)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
@@ -630,6 +636,8 @@ def _finish(run: Run, cfg: TrainConfig, ds: ImageDataset, built, rows: list[dict
     metrics.epochs = len(rows)
     metrics.seconds_per_epoch = float(np.mean([r["seconds"] for r in rows])) if rows else None
     metrics.parameters = Parameters.from_dict(_parameters(built.model))
+    if feature_runtime:
+        metrics.feature_runtime = feature_runtime  # requested, used, and why not ONNX Runtime
     write_metrics(run.path, metrics)
     figures.save(run.plot_history(), run.figures_dir / "history.png")
     meta = run.meta
