@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, backend
 from .errors import ImgclfError
 
 
@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imgclf",
         description="Train, evaluate, export and serve image classifiers from a folder of labelled images.",
     )
-    parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
+    parser.add_argument("--version", action="version", version=f"imgclf {__version__} ({backend.versions()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="scan a dataset: counts, bad files, baseline, sample figures",
@@ -429,9 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    if args.command not in NO_TENSORFLOW:
-        _quiet_tensorflow()
     try:
+        if args.command not in NO_TENSORFLOW:
+            backend.check()
+            if backend.is_tensorflow():
+                _quiet_tensorflow()
         return int(args.func(args) or 0)
     except UsageError as e:
         parser.error(str(e))

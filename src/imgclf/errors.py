@@ -34,3 +34,7 @@ class WeightsError(ImgclfError):
 
 class RunError(ImgclfError):
     """A run folder is missing, incomplete, or was written by an incompatible version."""
+
+
+class BackendError(ImgclfError):
+    """The Keras backend asked for (or a package a path needs) is not installed, or cannot do this."""

@@ -25,7 +25,7 @@ import os
 import warnings
 from pathlib import Path
 
-from . import io
+from . import backend, io
 from .config import TRACKERS
 from .errors import ConfigError, first_line
 
@@ -224,8 +224,7 @@ class TensorBoardTracker(Tracker):
     def start(self, cfg, class_names):
         import json
 
-        import tensorflow as tf
-
+        tf = backend.require_tensorflow("--track tensorboard (its event files are written by tf.summary)")
         require("tensorboard")
         writer = self._writer()
         with writer.as_default():

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import backend
+from ..data import loader
 from ..io import TMP_PREFIX
 from ..progress import bar as progress_bar
 
@@ -67,8 +69,6 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
                      batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(plain, augmented)``: plain features of every image of every split, ``(N, D)``, and
     augmented training views ``(views - 1, n_train, D)`` (empty without augmentation)."""
-    import tensorflow as tf
-
     images = ds.decoded(image_size)
     n, d = len(images), built.feature_dim
     extractor, augmentation = built.feature_extractor, built.augmentation
@@ -79,22 +79,12 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     total = len(used) + extra * len(train_idx)
     bar = progress_bar(total, "backbone features", progress)
 
-    h, w = images.shape[1:3]
-    signature = [tf.TensorSpec((None, h, w, 3), tf.uint8)]  # one trace, whatever the batch size
-
-    @tf.function(input_signature=signature)
-    def plain_step(x):
-        return extractor(tf.cast(x, tf.float32), training=False)
-
-    @tf.function(input_signature=signature)
-    def augmented_step(x):
-        return extractor(augmentation(tf.cast(x, tf.float32), training=True), training=False)
-
+    plain_step, augmented_step, set_seed = _steps(extractor, augmentation, images.shape[1:3])
     def run(step, indices, out, at=None):
         """Features of ``images[indices]`` into ``out`` in order, or at rows ``at`` of it."""
         pos = 0
         for x in _batches(images, indices, batch_size):
-            f = step(tf.constant(x)).numpy()
+            f = step(x)
             if at is None:
                 out[pos: pos + len(f)] = f
             else:
@@ -106,7 +96,7 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
         plain = _save_atomic(folder, f"features-{key}-plain.npy", (n, d),
                              lambda out: run(plain_step, used, out, at=used))  # bad files' rows stay 0
         if extra:
-            tf.random.set_seed(seed)
+            set_seed(seed)
 
             def fill_views(out):
                 for v in range(extra):
@@ -118,6 +108,37 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     finally:
         bar.close()
     return plain, augmented
+
+
+def _steps(extractor, augmentation, size):
+    """``(plain step, augmented step, set_seed)``: uint8 batches to float32 features, compiled
+    once. TensorFlow: ``tf.function`` with one signature; JAX and PyTorch: Keras models of the
+    same layers run by ``predict_on_batch`` (compiled by the backend)."""
+    h, w = size
+    if backend.is_tensorflow():
+        import tensorflow as tf
+
+        signature = [tf.TensorSpec((None, h, w, 3), tf.uint8)]  # one trace, whatever the batch size
+
+        @tf.function(input_signature=signature)
+        def plain_step(x):
+            return extractor(tf.cast(x, tf.float32), training=False)
+
+        @tf.function(input_signature=signature)
+        def augmented_step(x):
+            return extractor(augmentation(tf.cast(x, tf.float32), training=True), training=False)
+
+        return (lambda x: plain_step(tf.constant(x)).numpy(), lambda x: augmented_step(tf.constant(x)).numpy(),
+                tf.random.set_seed)
+    import keras
+
+    inputs = keras.Input((h, w, 3), dtype="uint8")
+    x = keras.ops.cast(inputs, "float32")
+    plain = keras.Model(inputs, extractor(x, training=False))
+    augmented = (keras.Model(inputs, extractor(augmentation(x, training=True), training=False))
+                 if augmentation is not None else None)
+    return (lambda b: np.asarray(plain.predict_on_batch(b), np.float32),
+            lambda b: np.asarray(augmented.predict_on_batch(b), np.float32), keras.utils.set_random_seed)
 
 
 def _batches(images, indices: np.ndarray, batch_size: int):
@@ -142,13 +163,17 @@ def feature_dataset(plain: np.ndarray, augmented: np.ndarray, labels: np.ndarray
                     train_rows: np.ndarray | None = None):
     """``tf.data`` of (features, labels). For training, each element draws one of the views
     (plain or augmented) at random each epoch; ``train_rows`` maps dataset rows to positions in
-    ``augmented``."""
-    import tensorflow as tf
-
+    ``augmented``. A ``keras.utils.PyDataset`` of the same batches on JAX and PyTorch."""
     views = 1 + len(augmented)
     pos = {int(r): i for i, r in enumerate(train_rows)} if train_rows is not None else {}
     rows = np.asarray(indices, np.int64)
     aug_pos = np.array([pos.get(int(r), -1) for r in rows], np.int64)
+    if not backend.is_tensorflow():
+        return loader.feature_batches(plain, augmented, labels, rows, batch_size=batch_size, shuffle=shuffle,
+                                      seed=seed, one_hot=one_hot, num_classes=num_classes,
+                                      aug_pos=dict(zip(rows.tolist(), aug_pos.tolist())))
+    import tensorflow as tf
+
     labels = np.asarray(labels, np.int32)
     d = plain.shape[1]
 

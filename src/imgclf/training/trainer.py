@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, figures, io, tracking
+from .. import __version__, backend, figures, io, tracking
 from ..config import CONFIG_FORMAT, DataConfig, TrainConfig
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import ConfigError, RunError, first_line
@@ -85,9 +85,7 @@ def resolve_precision(precision: str, spec) -> str:
         # a frozen backbone's features are computed once: float32 keeps them exact (the saved
         # model is checked against them) at little cost
         return "float32"
-    import tensorflow as tf
-
-    if not tf.config.list_physical_devices("GPU") and cpu_has_bfloat16():
+    if not backend.has_gpu() and cpu_has_bfloat16():
         return "mixed_bfloat16"
     return "float32"
 
@@ -176,6 +174,7 @@ def train(
         "format": CONFIG_FORMAT,
         "imgclf_version": __version__,
         "keras_version": _keras().__version__,
+        "keras_backend": backend.describe(),  # e.g. "jax 0.9.2": what trained it (any backend loads it)
         "created": datetime.now().isoformat(timespec="seconds"),
         "class_names": ds.class_names,
         "image_size": image_size,
@@ -244,9 +243,7 @@ def _build(cfg: TrainConfig, num_classes: int, dist):
     keras = _keras()
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
+        backend.enable_determinism()
     with dist.scope():
         return _build_in(cfg.precision, cfg, num_classes, weights=cfg.weights)
 
