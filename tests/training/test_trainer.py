@@ -14,7 +14,9 @@ import pytest
 import imgclf
 from imgclf.cli import _print_metrics
 from imgclf.errors import ConfigError, DataError, RunError
-from tests.conftest import MOBILENET_WEIGHTS, requires_weights, run_cli_subprocess
+from tests.conftest import MOBILENET_WEIGHTS, requires_tensorflow_backend, requires_weights, run_cli_subprocess
+
+pytestmark = pytest.mark.backend_neutral
 
 
 def _ds(path, size=32, **kw):
@@ -270,6 +272,7 @@ def test_mixed_precision_keeps_float32_probabilities(class_tree, tmp_path, preci
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
 
 
+@requires_tensorflow_backend
 def test_auto_precision(monkeypatch):
     from imgclf.models import get_spec
     from imgclf.training import trainer
