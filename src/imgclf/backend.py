@@ -165,3 +165,8 @@ def numpy(tensor):
     if hasattr(tensor, "detach"):
         tensor = tensor.detach().cpu()
     return np.asarray(tensor)
+
+
+def steps_per_execution(wanted: int) -> int:
+    """``wanted`` training steps per call where the backend runs several (PyTorch runs one)."""
+    return 1 if name() == "torch" else wanted

@@ -388,7 +388,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             # A head on cached features takes well under a millisecond per batch, less than a
             # step's own overhead: run a few dozen steps per call (the same updates, in order).
             train_model.compile(optimizer=_optimizer(cfg, lr), loss=_loss(cfg), metrics=["accuracy"],
-                                jit_compile=True if cfg.jit else "auto", steps_per_execution=32 if use_features else 1)
+                                jit_compile=True if cfg.jit else "auto",
+                                steps_per_execution=backend.steps_per_execution(32) if use_features else 1)
         if done > 0 and state.get("checkpoint"):
             ckpt = run.checkpoints_dir / state["checkpoint"]
             if state.get("stage") == stage:
