@@ -76,11 +76,3 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=left)
         items[:] = keep
 
-
-def _on_tensorflow() -> bool:
-    from imgclf import backend
-
-    return backend.is_tensorflow()
-
-
-requires_tensorflow_backend = pytest.mark.skipif(not _on_tensorflow(), reason="uses TensorFlow itself")

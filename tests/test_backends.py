@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,28 @@ def _cli(*args, env=None, python=None):
 
 def _ds(path):
     return imgclf.load_dataset(path, image_size=32, validation=0.25, test=0.25, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``(dataset, run)``: one small CNN trained on this backend, shared by the tests that only read it."""
+    from tests.imagefactory import make_class_tree
+
+    root = tmp_path_factory.mktemp("backends")
+    ds = _ds(make_class_tree(root / "data", {"cats": 16, "dogs": 16}, size=(32, 32)))
+    run = imgclf.train(ds, "cnn_aug_pre", output=root / "run", epochs=2, image_size=32, progress=False,
+                       calibrate=False)
+    return ds, run
+
+
+def _copy(run, tmp_path):
+    """A copy of ``run``'s folder, for a test that changes it."""
+    shutil.copytree(run.path, tmp_path / "run")
+    return imgclf.load(tmp_path / "run")
+
+
+def _test_images(ds):
+    return np.asarray(ds.decoded(32)[ds.indices("test")], np.float32)
 
 
 def _other_pythons() -> dict[str, str]:
@@ -104,10 +127,8 @@ def test_the_pipeline_of_this_backend_gives_the_cached_rows_and_labels(class_tre
 
 # -- training, resume, evaluation -------------------------------------------------------------
 
-def test_a_run_records_its_backend_and_evaluates_to_what_it_recorded(class_tree, tmp_path):
-    ds = _ds(class_tree)
-    run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=2, image_size=32, progress=False,
-                       calibrate=False)
+def test_a_run_records_its_backend_and_evaluates_to_what_it_recorded(trained):
+    ds, run = trained
     meta = json.loads(run.config_file.read_text())
     assert meta["keras_backend"].split(" ")[0] == backend.name()
     assert meta["keras_backend"].split(" ")[1] == backend.version()
@@ -117,28 +138,25 @@ def test_a_run_records_its_backend_and_evaluates_to_what_it_recorded(class_tree,
     assert len(run.history()["epoch"]) == 2
 
 
-def test_resume_after_the_last_epoch_saves_the_same_model(class_tree, tmp_path):
-    ds = _ds(class_tree)
-    run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=2, image_size=32, progress=False, calibrate=False)
-    before = np.asarray(run.model.predict(np.asarray(ds.decoded(32)[ds.indices("test")], np.float32), verbose=0))
+def test_resume_after_the_last_epoch_saves_the_same_model(trained, tmp_path):
+    ds, run = trained
+    run = _copy(run, tmp_path)
+    before = np.asarray(run.model.predict(_test_images(ds), verbose=0))
     run.model_file.unlink()  # killed after the last epoch, before the model was saved
     meta = json.loads(run.config_file.read_text())
     meta["complete"] = False
     run.config_file.write_text(json.dumps(meta))
     again = imgclf.resume(run.path, progress=False)
     assert again.history()["epoch"] == [1, 2]  # no epoch lost or done twice
-    after = np.asarray(imgclf.load(again.path).model.predict(
-        np.asarray(ds.decoded(32)[ds.indices("test")], np.float32), verbose=0))
+    after = np.asarray(imgclf.load(again.path).model.predict(_test_images(ds), verbose=0))
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
-def test_predict_and_grad_cam_on_this_backend(class_tree, tmp_path):
-    ds = _ds(class_tree)
-    run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=1, image_size=32, progress=False,
-                       calibrate=False)
+def test_predict_and_grad_cam_on_this_backend(trained):
+    ds, run = trained
     from imgclf.explain import GradCAM
 
-    images = np.asarray(ds.decoded(32)[ds.indices("test")], np.float32)
+    images = _test_images(ds)
     probs = np.asarray(run.model.predict(images, verbose=0))
     cam = GradCAM(run.model)  # checks its layer-by-layer pass against the model
     heat, cam_probs = cam(images[:3])
@@ -148,27 +166,24 @@ def test_predict_and_grad_cam_on_this_backend(class_tree, tmp_path):
 
 # -- ONNX, and the exports this backend cannot write ---------------------------------------------
 
-def test_onnx_export_predicts_what_the_keras_model_does(class_tree, tmp_path):
+def test_onnx_export_predicts_what_the_keras_model_does(trained, tmp_path):
     if backend.name() == "jax":
         pytest.skip("jax2onnx writes a MaxPool ONNX Runtime rejects (README: Backends); see the next test")
     pytest.importorskip("onnxruntime")
-    ds = _ds(class_tree)
-    run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=1, image_size=32, progress=False,
-                       calibrate=False)
+    ds, run = trained
     from imgclf.inference.export import export, load_exported
 
-    result = export(run, "onnx")
+    result = export(run, "onnx", output=tmp_path / "onnx")
     assert result.parity["passed"] and result.parity["count"] == len(ds.indices("test"))
-    images = np.asarray(ds.decoded(32)[ds.indices("test")], np.float32)
+    images = _test_images(ds)
     np.testing.assert_allclose(load_exported("onnx", result.path)(images),
                                run.model.predict(images, verbose=0), atol=1e-4)
 
 
-def test_an_export_this_install_cannot_write_is_one_line_naming_what_to_do(class_tree, tmp_path):
+def test_an_export_this_install_cannot_write_is_one_line_naming_what_to_do(trained, tmp_path):
     if backend.is_tensorflow():
         pytest.skip("TensorFlow writes every format")
-    ds = _ds(class_tree)
-    imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False, calibrate=False)
+    _copy(trained[1], tmp_path)
     done = _cli("export", tmp_path / "run", "--format", "savedmodel")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -182,14 +197,12 @@ def test_an_export_this_install_cannot_write_is_one_line_naming_what_to_do(class
 
 # -- across backends -------------------------------------------------------------------------
 
-def test_a_model_trained_here_predicts_the_same_on_every_other_backend(class_tree, tmp_path):
+def test_a_model_trained_here_predicts_the_same_on_every_other_backend(trained, tmp_path):
     others = _other_pythons()
     if not others:
         pytest.skip("IMGCLF_OTHER_PYTHONS names no interpreter with another backend")
-    ds = _ds(class_tree)
-    run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=1, image_size=32, progress=False,
-                       calibrate=False)
-    images = np.asarray(ds.decoded(32)[ds.indices("test")], np.float32)
+    ds, run = trained
+    images = _test_images(ds)
     np.save(tmp_path / "x.npy", images)
     here = np.asarray(run.model.predict(images, verbose=0))
     script = ("import sys, numpy as np, imgclf; run = imgclf.load(sys.argv[1]); "
@@ -203,9 +216,8 @@ def test_a_model_trained_here_predicts_the_same_on_every_other_backend(class_tre
         np.testing.assert_allclose(np.load(out), here, atol=1e-4, err_msg=f"trained on {backend.name()}, on {name}")
 
 
-def test_a_run_that_does_not_load_says_which_backend_trained_it(class_tree, tmp_path):
-    ds = _ds(class_tree)
-    run = imgclf.train(ds, "cnn", output=tmp_path / "run", epochs=1, image_size=32, progress=False, calibrate=False)
+def test_a_run_that_does_not_load_says_which_backend_trained_it(trained, tmp_path):
+    run = _copy(trained[1], tmp_path)
     other = "torch" if backend.name() != "torch" else "jax"
     meta = json.loads(run.config_file.read_text())
     meta["keras_backend"] = f"{other} 9.9"
@@ -249,3 +261,25 @@ def test_tensorflow_only_paths_name_what_to_install_when_tensorflow_is_absent(mo
 
         with pytest.raises(BackendError, match="multi-worker.*KERAS_BACKEND=tensorflow"):
             choose("multi-worker")
+
+
+# -- scale -----------------------------------------------------------------------------------------
+
+def test_jax_splits_batches_over_its_devices_and_the_run_evaluates_to_what_it_recorded(class_tree, tmp_path):
+    if backend.name() != "jax":
+        pytest.skip("keras.distribution.DataParallel: the JAX backend")
+    script = """
+import sys, imgclf
+from imgclf.training.distribute import choose
+d = choose("auto")
+ds = imgclf.load_dataset(sys.argv[1], image_size=32, validation=0.25, test=0.25, progress=False)
+run = imgclf.train(ds, "cnn", output=sys.argv[2], epochs=2, image_size=32, progress=False, calibrate=False, batch_size=4)
+print(d.name, d.replicas, run.metrics()["test"]["accuracy"], imgclf.load(run.path).evaluate("test", progress=False)["accuracy"])
+"""
+    done = subprocess.run([sys.executable, "-c", script, class_tree, tmp_path / "run"], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_SRC),
+                                            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    name, replicas, recorded, again = done.stdout.split()[-4:]
+    assert (name, replicas) == ("mirrored", "2")
+    assert float(again) == pytest.approx(float(recorded))

@@ -14,15 +14,17 @@ import pytest
 import imgclf
 from imgclf.cli import _print_metrics
 from imgclf.errors import ConfigError, DataError, RunError
-from tests.conftest import MOBILENET_WEIGHTS, requires_tensorflow_backend, requires_weights, run_cli_subprocess
+from tests.conftest import MOBILENET_WEIGHTS, requires_weights, run_cli_subprocess
 
-pytestmark = pytest.mark.backend_neutral
+# the JAX and PyTorch passes of .ci/run: one test of each stage, precision, seeding and resume
+on_every_backend = pytest.mark.backend_neutral
 
 
 def _ds(path, size=32, **kw):
     return imgclf.load_dataset(path, image_size=size, validation=0.25, test=0.25, progress=False, **kw)
 
 
+@on_every_backend
 def test_train_writes_the_run_folder(class_tree, tmp_path):
     ds = _ds(class_tree)
     run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=2, image_size=32, progress=False)
@@ -49,6 +51,7 @@ def test_split_lists_are_disjoint_and_reused(class_tree, tmp_path):
     assert [r.path for r in again.splits["test"]] == [r.path for r in ds.splits["test"]]
 
 
+@on_every_backend
 @pytest.mark.slow
 def test_seeded_runs_repeat(class_tree, tmp_path):
     ds = _ds(class_tree)
@@ -59,6 +62,7 @@ def test_seeded_runs_repeat(class_tree, tmp_path):
     np.testing.assert_allclose(a.history()["loss"], b.history()["loss"], rtol=1e-5)
 
 
+@on_every_backend
 @pytest.mark.slow
 def test_transfer_head_then_fine_tune(class_tree, tmp_path):
     ds = _ds(class_tree)
@@ -251,6 +255,7 @@ def test_a_fine_tune_killed_midway_resumes_against_the_head_stage(tmp_path):
     assert set(run.metrics()["kept_epoch"]) == {"head", "fine_tune"}
 
 
+@on_every_backend
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_keeps_float32_probabilities(class_tree, tmp_path, precision):
     import keras
@@ -272,7 +277,6 @@ def test_mixed_precision_keeps_float32_probabilities(class_tree, tmp_path, preci
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
 
 
-@requires_tensorflow_backend
 def test_auto_precision(monkeypatch):
     from imgclf.models import get_spec
     from imgclf.training import trainer
@@ -331,6 +335,7 @@ def test_a_run_reads_its_own_classes_of_data_that_changed(class_tree, tmp_path):
         run.evaluate("test", progress=False)
 
 
+@on_every_backend
 def test_each_stage_keeps_its_best_validation_epoch(class_tree, tmp_path, monkeypatch):
     from imgclf.training import keep
 
@@ -395,6 +400,7 @@ def _plain(run, split, ds):
     return np.asarray(run.model.predict(np.asarray(ds.decoded(32)[ds.indices(split)], np.float32), verbose=0))
 
 
+@on_every_backend
 @pytest.mark.slow
 def test_the_saved_model_carries_the_temperature_and_resume_does_not_apply_it_twice(tmp_path, capsys):
     from imgclf import calibration
