@@ -17,6 +17,7 @@ from imgclf.errors import ConfigError, DataError, RunError
 from tests.conftest import MOBILENET_WEIGHTS, requires_weights, run_cli_subprocess
 
 # the JAX and PyTorch passes of .ci/run: one test of each stage, precision, seeding and resume
+# (with tests/test_backends.py, the files .ci/run names for them)
 on_every_backend = pytest.mark.backend_neutral
 
 
@@ -335,7 +336,6 @@ def test_a_run_reads_its_own_classes_of_data_that_changed(class_tree, tmp_path):
         run.evaluate("test", progress=False)
 
 
-@on_every_backend
 def test_each_stage_keeps_its_best_validation_epoch(class_tree, tmp_path, monkeypatch):
     from imgclf.training import keep
 
