@@ -33,10 +33,11 @@ print("@@RSS " + json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_S
 """
 
 
-def measure(kind: str, target: str, args: list[str], env: dict | None = None) -> dict:
-    """Wall time, peak RSS and stdout lines of ``python -m target`` or ``python target``."""
+def measure(kind: str, target: str, args: list[str], env: dict | None = None, python: str | None = None) -> dict:
+    """Wall time, peak RSS and stdout lines of ``python -m target`` or ``python target``
+    (``python``: another interpreter, e.g. a virtual environment with another Keras backend)."""
     t = time.time()
-    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, kind, target, *map(str, args)],
+    proc = subprocess.run([python or sys.executable, "-c", _LAUNCHER, kind, target, *map(str, args)],
                           capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
     wall = time.time() - t
     if proc.returncode != 0:

@@ -78,3 +78,18 @@ def run_cli_subprocess(*args, timeout=600, **kw):
 
 requires_shared = pytest.mark.skipif(not CATS_AND_DOGS.is_dir(), reason="../shared/data is not beside the repo")
 requires_weights = pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file(), reason="../shared/weights is not beside the repo")
+
+
+def pytest_collection_modifyitems(config, items):
+    """On the JAX and PyTorch backends only the tests marked ``backend_neutral`` run (the rest
+    use TensorFlow itself: tf.data, SavedModel, TFLite, tf.distribute, tf2onnx)."""
+    from imgclf import backend
+
+    if backend.is_tensorflow():
+        return
+    keep = [item for item in items if item.get_closest_marker("backend_neutral")]
+    left = [item for item in items if not item.get_closest_marker("backend_neutral")]
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = keep
+

@@ -22,7 +22,7 @@ LAYERS = [
     ("inference", "evaluation", "audit", "explain", "tuning", "overview", "augment_preview"),
     ("training", "calibration", "tracking"),
     ("models", "data"),
-    ("run", "config", "io", "errors", "metrics", "figures", "progress", "version"),
+    ("run", "config", "io", "errors", "metrics", "figures", "progress", "version", "backend"),
 ]
 ROOT = {"imgclf", "imgclf.__main__"}  # the composition root: it wires the layers together
 

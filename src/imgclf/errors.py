@@ -78,3 +78,5 @@ class RuntimeUnavailableError(ConfigError):
 class RuntimeFallbackWarning(UserWarning):
     """ONNX Runtime could not be used (not installed, no CPU provider, conversion or parity
     check failed): Keras runs the model instead."""
+class BackendError(ImgclfError):
+    """The Keras backend asked for (or a package a path needs) is not installed, or cannot do this."""

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import figures, io
+from . import backend, figures, io
 from .errors import ConfigError, DataError, ExplainError
 from .inference.inputs import decode, describe_error, expand_inputs
 from .run import resolve_run
@@ -85,18 +85,19 @@ class GradCAM:
                                and getattr(last.activation, "__name__", "") == "softmax")
         shape = model.input_shape
         self.image_size = (int(shape[1]), int(shape[2]))
-        import tensorflow as tf
+        if backend.is_tensorflow():
+            import tensorflow as tf
 
-        # one traced graph for the layer-by-layer pass and its gradient: tracing costs seconds
-        # once, then each image runs several times faster than eagerly (compile=False: eager)
-        self._graph = tf.function(self._forward, reduce_retracing=True) if compile else self._forward
+            # one traced graph for the layer-by-layer pass and its gradient: tracing costs seconds
+            # once, then each image runs several times faster than eagerly (compile=False: eager)
+            self._graph = tf.function(self._forward, reduce_retracing=True) if compile else self._forward
         if check:
             self._check_chain()
 
     def _check_chain(self) -> None:
         x = np.random.default_rng(0).uniform(0, 255, (1, *self.image_size, 3)).astype(np.float32)
         _, probs, _ = self._run(x, np.zeros(1, np.int32))
-        ref = np.asarray(self.model(x, training=False))
+        ref = backend.numpy(self.model(x, training=False))
         diff = float(np.abs(ref - probs).max())
         if diff > 1e-4:
             raise ExplainError(
@@ -104,6 +105,8 @@ class GradCAM:
                 f"(its layer-by-layer output differs by {diff:.2g})")
 
     def _run(self, x, class_index):
+        if not backend.is_tensorflow():
+            return self._run_other(x, class_index)
         import tensorflow as tf
 
         fmap, probs, grads = self._graph(tf.convert_to_tensor(x, tf.float32),
@@ -131,6 +134,50 @@ class GradCAM:
         grads = tape.gradient(score, fmap)
         return fmap, probs, grads
 
+    def _head(self, x):
+        """The layers up to the target feature map (JAX, PyTorch)."""
+        for layer in self.layers[:self.target_index + 1]:
+            x = layer(x, training=False)
+        return x
+
+    def _tail(self, fmap, class_index):
+        """``(score of the chosen classes, probabilities)`` from the feature map (JAX, PyTorch)."""
+        import keras
+
+        ops = keras.ops
+        x = fmap
+        rest = self.layers[self.target_index + 1:]
+        for i, layer in enumerate(rest):
+            if i == len(rest) - 1 and self._dense_softmax:
+                logits = ops.matmul(x, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+                probs = ops.softmax(logits)
+                break
+            x = layer(x, training=False)
+        else:
+            logits = probs = x
+        chosen = ops.take_along_axis(logits, ops.expand_dims(ops.convert_to_tensor(class_index, "int32"), 1), axis=1)
+        return ops.sum(chosen), probs
+
+    def _run_other(self, x, class_index):
+        """The gradient of the class score at the feature map: ``jax.grad`` or torch autograd."""
+        import keras
+
+        fmap = self._head(keras.ops.convert_to_tensor(x, "float32"))
+        if backend.name() == "jax":
+            import jax
+
+            (_, probs), grads = jax.value_and_grad(lambda f: self._tail(f, class_index), has_aux=True)(fmap)
+        elif backend.name() == "torch":
+            import torch
+
+            fmap = fmap.detach().requires_grad_(True)
+            score, probs = self._tail(fmap, class_index)
+            (grads,) = torch.autograd.grad(score, fmap)
+            fmap, probs = fmap.detach(), probs.detach()
+        else:
+            raise ExplainError(f"Grad-CAM needs the TensorFlow, JAX or PyTorch backend, not {backend.name()}")
+        return tuple(np.asarray(keras.ops.convert_to_numpy(t), np.float32) for t in (fmap, probs, grads))
+
     def __call__(self, images, class_index=None) -> tuple[np.ndarray, np.ndarray]:
         """Heatmaps ``(N, S, S)`` in [0, 1] and probabilities ``(N, classes)`` of ``images``
         (``(N, S, S, 3)``, 0..255); ``class_index``: one class per image (default: the top one)."""
@@ -143,7 +190,7 @@ class GradCAM:
             raise ExplainError(f"images are {x.shape[1]}x{x.shape[2]}, the model takes "
                                f"{self.image_size[0]}x{self.image_size[1]}")
         if class_index is None:
-            class_index = np.asarray(self.model(x, training=False)).argmax(1)
+            class_index = backend.numpy(self.model(x, training=False)).argmax(1)
         class_index = np.array(np.broadcast_to(np.asarray(class_index, dtype=np.int32), (len(x),)))
         fmap, probs, grads = self._run(x, class_index)
         weights = grads.mean(axis=(1, 2))  # (N, C)

@@ -13,7 +13,7 @@ import io as _io
 import os
 from pathlib import Path
 
-from . import figures, io
+from . import backend, figures, io
 from .config import CONFIG_FORMAT, TrainConfig
 from .errors import RunError, first_line
 from .metrics import Metrics, read_metrics
@@ -135,8 +135,16 @@ class Run:
                 self.memo = {}
                 self._model = keras.models.load_model(self.model_file, compile=False, safe_mode=True)
             except Exception as e:
-                raise RunError(f"cannot load {self.model_file}: {first_line(e)}") from None
+                raise RunError(f"cannot load {self.model_file}: {first_line(e)}{self._trained_on()}") from None
         return self._model
+
+    def _trained_on(self) -> str:
+        """``" (trained on jax 0.9.2, loaded on torch 2.13.0)"`` when the backends differ, else ``""``."""
+        trained = str(self.meta.get("keras_backend") or "tensorflow")
+        here = backend.describe()
+        if trained.split(" ")[0] == here.split(" ")[0]:
+            return ""
+        return f" (trained on {trained}, loaded on {here}; try KERAS_BACKEND={trained.split(' ')[0]})"
 
     def history(self) -> dict[str, list]:
         """Per-epoch history as columns (Keras' History.history layout plus epoch and stage)."""

@@ -25,7 +25,7 @@ import os
 import warnings
 from pathlib import Path
 
-from . import figures, io
+from . import backend, figures, io
 from .config import TRACKERS
 from .errors import ConfigError, first_line
 from .metrics import confusion
@@ -222,8 +222,7 @@ class TensorBoardTracker(Tracker):
     def start(self, cfg, class_names):
         import json
 
-        import tensorflow as tf
-
+        tf = backend.require_tensorflow("--track tensorboard (its event files are written by tf.summary)")
         require("tensorboard")
         writer = self._writer()
         with writer.as_default():

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import figures, io, training
+from . import backend, figures, io, training
 from .config import DATA_FIELDS, OPTIMIZERS, DataConfig, TrainConfig
 from .data.dataset import ImageDataset, load_dataset
 from .errors import ConfigError, first_line
@@ -454,7 +454,7 @@ class _Search:
 
         keras.utils.set_random_seed(c.seed)
         model.compile(optimizer=tr._optimizer(c, c.learning_rate), loss=tr._loss(c), metrics=["accuracy"],
-                      steps_per_execution=steps_per_execution)
+                      steps_per_execution=backend.steps_per_execution(steps_per_execution))
         callbacks = [_Report(report)]
         if c.early_stopping:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=c.early_stopping,

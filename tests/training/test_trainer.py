@@ -16,11 +16,16 @@ from imgclf.cli import print_metrics
 from imgclf.errors import ConfigError, DataError, RunError
 from tests.conftest import MOBILENET_WEIGHTS, requires_weights, run_cli_subprocess
 
+# the JAX and PyTorch passes of .ci/run: one test of each stage, precision, seeding and resume
+# (with tests/test_backends.py, the files .ci/run names for them)
+on_every_backend = pytest.mark.backend_neutral
+
 
 def _ds(path, size=32, **kw):
     return imgclf.load_dataset(path, image_size=size, validation=0.25, test=0.25, progress=False, **kw)
 
 
+@on_every_backend
 def test_train_writes_the_run_folder(class_tree, tmp_path):
     ds = _ds(class_tree)
     run = imgclf.train(ds, "cnn_aug_pre", output=tmp_path / "run", epochs=2, image_size=32, progress=False)
@@ -47,6 +52,7 @@ def test_split_lists_are_disjoint_and_reused(class_tree, tmp_path):
     assert [r.path for r in again.splits["test"]] == [r.path for r in ds.splits["test"]]
 
 
+@on_every_backend
 @pytest.mark.slow
 def test_seeded_runs_repeat(class_tree, tmp_path):
     ds = _ds(class_tree)
@@ -57,6 +63,7 @@ def test_seeded_runs_repeat(class_tree, tmp_path):
     np.testing.assert_allclose(a.history()["loss"], b.history()["loss"], rtol=1e-5)
 
 
+@on_every_backend
 @pytest.mark.slow
 def test_transfer_head_then_fine_tune(class_tree, tmp_path):
     ds = _ds(class_tree)
@@ -249,6 +256,7 @@ def test_a_fine_tune_killed_midway_resumes_against_the_head_stage(tmp_path):
     assert set(run.metrics()["kept_epoch"]) == {"head", "fine_tune"}
 
 
+@on_every_backend
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_keeps_float32_probabilities(class_tree, tmp_path, precision):
     import keras
@@ -392,6 +400,7 @@ def _plain(run, split, ds):
     return np.asarray(run.model.predict(np.asarray(ds.decoded(32)[ds.indices(split)], np.float32), verbose=0))
 
 
+@on_every_backend
 @pytest.mark.slow
 def test_the_saved_model_carries_the_temperature_and_resume_does_not_apply_it_twice(tmp_path, capsys):
     from imgclf import calibration

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import backend
 from ..errors import ImgclfError, UsageError
 from ..version import __version__
 from . import data, inference, study, train
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imgclf",
         description="Train, evaluate, export and serve image classifiers from a folder of labelled images.",
     )
-    parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
+    parser.add_argument("--version", action="version", version=f"imgclf {__version__} ({backend.versions()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for stage in (data, train, study, inference):
         stage.add_commands(sub)
@@ -46,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    if getattr(args, "tensorflow", True):
-        quiet_tensorflow()
     try:
+        if getattr(args, "tensorflow", True):  # every command but inspect runs Keras
+            backend.check()
+            if backend.is_tensorflow():
+                quiet_tensorflow()
         return int(args.func(args) or 0)
     except UsageError as e:
         parser.error(str(e))

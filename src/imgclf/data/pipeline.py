@@ -3,7 +3,8 @@
 Decoding (Pillow, in a thread pool, JPEGs scaled in the DCT domain) happens once per
 (file list, image size, interpolation, fit). The result is a ``(N, H, W, 3)`` uint8 array,
 kept in memory or in a ``.npy`` file in the imgclf cache that later runs and processes read
-without decoding again. ``tf.data`` then only shuffles indices each epoch, gathers batches
+without decoding again. ``tf.data`` (a ``keras.utils.PyDataset`` on the JAX and PyTorch
+backends, see :mod:`.loader`) then only shuffles indices each epoch, gathers batches
 from that array, and prefetches. A file cache is read row by row, never loaded whole, so
 data larger than memory streams from disk with flat resident memory.
 """
@@ -19,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import backend
 from ..errors import ConfigError, DataError
 from ..io import STALE_AFTER_S, TMP_PREFIX, remove_partial, wait_for, write_at
 from ..progress import bar as progress_bar
+from . import loader
 from .images import DEFAULT_FIT, FIT_MODES, INTERPOLATIONS, as_size, decode_workers, load_image
 
 DECODE_VERSION = 2  # 2: libjpeg-turbo scaled decode, box reduction + OpenCV resize
@@ -261,13 +264,29 @@ def make_dataset(
     ``images`` is the decoded array (rows picked by ``indices``); with ``images=None`` every
     element is decoded from ``paths`` on the fly (no cache), in parallel.
     ``shard=(num_workers, worker_index)`` keeps one worker's share.
-    """
-    import tensorflow as tf
 
+    On the TensorFlow backend this is a ``tf.data.Dataset``; on JAX and PyTorch a
+    ``keras.utils.PyDataset`` of the same batches (:mod:`imgclf.data.loader`), no TensorFlow
+    needed.
+    """
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     if dtype not in ("uint8", "float32"):
         raise ConfigError(f"images come as uint8 or float32, not {dtype!r}")
+    if not backend.is_tensorflow():
+        if shard is not None or repeat:
+            backend.require_tensorflow_backend("a sharded, repeated input pipeline (multi-worker training)")
+        decode_one = None
+        if images is None:
+            h, w = as_size(image_size)
+
+            def decode_one(row):
+                return load_image(paths[row], (h, w), interpolation=interpolation, fit=fit)
+
+        return loader.image_batches(images, labels, indices, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                    num_classes=num_classes, one_hot=one_hot, dtype=dtype, decode_one=decode_one)
+    import tensorflow as tf
+
     labels = np.asarray(labels, dtype=np.int32)
     idx = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
     if shard is not None:

@@ -27,7 +27,10 @@ through one inference function, ``model(image, training=False)``, saved with Ker
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import importlib.util
+import io as _stdio
 import json
 import os
 import shutil
@@ -38,13 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import io
+from .. import backend, io
 from ..errors import ConfigError, ExportError, ParityError, first_line
 from ..models.runtime import OPSET, quiet_stderr, to_onnx
 from ..run import resolve_run
 from ..version import __version__
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+TENSORFLOW_FORMATS = ("savedmodel", "tflite")  # written from a TensorFlow graph: the TensorFlow backend only
 QUANTIZE = {"tflite": ("float16", "int8"), "onnx": ("int8",)}
 EXTENSIONS = {"keras": ".keras", "savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}
 FLOAT_TOLERANCE = 1e-4
@@ -264,22 +268,49 @@ def _tflite_with_metadata(flat: bytes, meta: dict) -> bytes:
     return flat + zbuf.getvalue()
 
 
+# what converts a Keras model to ONNX on each backend (Keras' own export on JAX and PyTorch)
+ONNX_CONVERTERS = {"tensorflow": ("tf2onnx", "tf2onnx"), "jax": ("jax2onnx", "jax2onnx"),
+                   "torch": ("onnxscript", "onnxscript")}
+
+
 def _require_onnx():
-    try:
-        import onnx  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError as e:
-        raise ExportError(f"ONNX export needs tf2onnx and onnx ({e.name} is not installed): {INSTALL_HINT}") from None
+    module, package = ONNX_CONVERTERS.get(backend.name(), ONNX_CONVERTERS["tensorflow"])
+    for name, pip_name in (("onnx", "onnx"), (module, package)):
+        if importlib.util.find_spec(name) is None:
+            hint = INSTALL_HINT if backend.is_tensorflow() else f"pip install {pip_name} onnx onnxruntime"
+            raise ExportError(f"ONNX export on the {backend.name()} backend needs {package} and onnx "
+                              f"({pip_name} is not installed): {hint}")
+
+
+def _export_onnx_keras(run, model, target: Path):
+    """JAX and PyTorch: Keras' ``model.export(format="onnx")`` (jax2onnx, torch.onnx), the
+    model called with ``training=False``, the batch dimension left free."""
+    import keras
+    import onnx
+
+    s = run.image_size
+    spec = [keras.InputSpec(shape=(None, s, s, 3), dtype="float32", name=INPUT_NAME)]
+    with tempfile.TemporaryDirectory(prefix="imgclf-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            with _quiet_stderr(), contextlib.redirect_stdout(_stdio.StringIO()):
+                model.export(str(path), format="onnx", input_signature=spec, verbose=False, opset_version=18)
+        except Exception as e:
+            raise ExportError(f"ONNX conversion (Keras export on {backend.name()}) failed: {first_line(e, 300)}") from None
+        proto = onnx.load(str(path), load_external_data=True)
+        _check_runs(path, s)
+    graph = proto.graph
+    old_in = graph.input[0].name
+    for node in graph.node:
+        node.input[:] = [INPUT_NAME if i == old_in else i for i in node.input]
+    graph.input[0].name = INPUT_NAME
+    return proto
 
 
 def _export_onnx(run, model, target: Path, meta: dict, quantize) -> None:
     import onnx
 
-    s = run.image_size
-    try:
-        proto = to_onnx(model, (s, s, 3), opset=OPSET)
-    except Exception as e:
-        raise ExportError(f"ONNX conversion (tf2onnx) failed: {first_line(e, 300)}") from None
+    proto = _tf2onnx(run, model) if backend.is_tensorflow() else _export_onnx_keras(run, model, target)
     _name_onnx_io(proto, run)
     if quantize == "int8":
         proto = _onnx_int8(proto, run)
@@ -287,9 +318,36 @@ def _export_onnx(run, model, target: Path, meta: dict, quantize) -> None:
     for key, value in (("imgclf", json.dumps(meta)), ("class_names", json.dumps(meta["class_names"]))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.doc_string = f"imgclf {__version__} export of {meta['source_run']}"
+    proto.doc_string = f"imgclf {__version__} export of {meta['source_run']} (Keras backend {backend.describe()})"
     with io.atomic_path(target) as tmp:
         onnx.save(proto, str(tmp))
+
+
+def _check_runs(path: Path, size: int) -> None:
+    """The converted graph runs in ONNX Runtime (some converters write ops it rejects)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # the error below says it in one line
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        sess.run(None, {sess.get_inputs()[0].name: np.zeros((2, size, size, 3), np.float32)})
+    except Exception as e:
+        others = [b for b in ("torch", "tensorflow") if backend.installed(b) and b != backend.name()]
+        where = f"KERAS_BACKEND={others[0]}" if others else "the PyTorch or TensorFlow backend (pip install 'imgclf[torch]')"
+        raise ExportError(f"the ONNX graph Keras wrote on the {backend.name()} backend does not run in ONNX Runtime "
+                          f"({first_line(e, 160)}); export with {where}") from None
+
+
+def _tf2onnx(run, model):
+    """The model's ONNX graph by tf2onnx (the converter the ONNX Runtime path shares)."""
+    s = run.image_size
+    try:
+        return to_onnx(model, (s, s, 3), opset=OPSET)
+    except Exception as e:
+        raise ExportError(f"ONNX conversion (tf2onnx) failed: {first_line(e, 300)}") from None
 
 
 def _name_onnx_io(proto, run) -> None:
@@ -351,10 +409,9 @@ def load_exported(fmt: str, path: str | os.PathLike):
         import keras
 
         m = keras.models.load_model(path, compile=False, safe_mode=True)
-        return lambda x: np.asarray(m(x))  # a plain call: an export has no augmentation left to run
+        return lambda x: backend.numpy(m(x))  # a plain call: an export has no augmentation left to run
     if fmt == "savedmodel":
-        import tensorflow as tf
-
+        tf = backend.require_tensorflow("loading a SavedModel")
         fn = tf.saved_model.load(path).signatures["serving_default"]
         return lambda x: fn(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME].numpy()
     if fmt == "tflite":
@@ -414,7 +471,7 @@ def parity_check(run, model, fmt: str, path: Path, quantize: str | None, *, limi
         exported = load_exported(fmt, path)
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].astype(np.float32)
-            ref.append(np.asarray(model(x, training=False), np.float32))
+            ref.append(np.asarray(backend.numpy(model(x, training=False)), np.float32))
             got.append(np.asarray(exported(x), np.float32))
     ref, got = np.concatenate(ref), np.concatenate(got)
     diff = np.abs(ref - got)
@@ -467,6 +524,8 @@ def export(
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ConfigError(f"export name must be a plain file name, got {name!r}")
     run = resolve_run(run)
+    if fmt in TENSORFLOW_FORMATS:
+        backend.require_tensorflow_backend(f"the {fmt} export")
     if fmt == "onnx":
         _require_onnx()
         if check:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..errors import ConfigError
 from ..metrics import scores
 from .inputs import predict_arrays
@@ -35,14 +36,24 @@ def views(images: np.ndarray, mode: str) -> list[np.ndarray]:
     x = np.asarray(images, dtype=np.float32)
     out = [x, x[:, :, ::-1]]
     if mode == "crops":
-        import tensorflow as tf
-
         h, w = x.shape[1:3]
         ch, cw = max(1, round(h * CROP_FRACTION)), max(1, round(w * CROP_FRACTION))
         for top, left in ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw)):
             crop = x[:, top:top + ch, left:left + cw]
-            out.append(np.asarray(tf.image.resize(crop, (h, w), method="bilinear"), dtype=np.float32))
+            out.append(_resize(crop, (h, w)))
     return out
+
+
+def _resize(batch: np.ndarray, size) -> np.ndarray:
+    """Bilinear resize of a float batch: ``tf.image.resize`` on TensorFlow, Keras' on the others."""
+    if backend.is_tensorflow():
+        import tensorflow as tf
+
+        return np.asarray(tf.image.resize(batch, size, method="bilinear"), dtype=np.float32)
+    import keras
+
+    resized = keras.ops.image.resize(batch, size, interpolation="bilinear", antialias=False)
+    return np.asarray(keras.ops.convert_to_numpy(resized), dtype=np.float32)
 
 
 def predict_tta(predict, images: np.ndarray, mode: str | None) -> np.ndarray:

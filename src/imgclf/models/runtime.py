@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import io
+from .. import backend, io
 from ..config import RUNTIMES
 from ..errors import ConfigError, RuntimeFallbackWarning, RuntimeUnavailableError, first_line
 
@@ -63,15 +63,19 @@ class Runtime:
 
 
 class KerasRuntime(Runtime):
-    """``model(x, training=False)`` as one traced function (any batch size, one trace)."""
+    """``model(x, training=False)`` as one traced function (any batch size, one trace) on
+    TensorFlow; the backend's own compiled ``predict_on_batch`` on JAX and PyTorch."""
 
     name = "keras"
 
     def __init__(self, model) -> None:
-        import tensorflow as tf
-
         super().__init__()
         self.model = model
+        if not backend.is_tensorflow():
+            self._fn = model.predict_on_batch
+            return
+        import tensorflow as tf
+
         shape = tuple(model.input_shape[1:])
         self._fn = tf.function(lambda x: model(x, training=False),
                                input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
@@ -202,9 +206,7 @@ def onnxruntime_missing() -> str | None:
 
 
 def has_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
+    return backend.has_gpu()
 
 
 def check_name(name: str | None) -> str:
@@ -223,6 +225,10 @@ def require_runtime(name: str | None) -> None:
     missing = onnxruntime_missing()
     if missing is not None:
         raise RuntimeUnavailableError(f"--runtime onnxruntime needs {missing}, which is not installed: {INSTALL_HINT}")
+    if not backend.is_tensorflow():
+        raise RuntimeUnavailableError(f"--runtime onnxruntime converts with tf2onnx, which needs the TensorFlow "
+                                      f"backend (this is {backend.name()}); set KERAS_BACKEND=tensorflow or use "
+                                      "--runtime keras")
 
 
 def warn_once(message: str) -> None:
@@ -257,6 +263,8 @@ def choose_runtime(name: str | None, model, *, cache_dir: str | os.PathLike | No
         return keras()
     if name == "auto" and has_gpu():
         return keras("a GPU is present: Keras runs on it")
+    if name == "auto" and not backend.is_tensorflow():
+        return keras(f"the {backend.name()} backend: the conversion (tf2onnx) needs TensorFlow's")
     size = int(model.input_shape[1])
     path = Path(cache_dir) / f"onnx-{cache_key(key)}.onnx" if cache_dir is not None else None
     cached = path is not None and path.is_file()

@@ -1,4 +1,4 @@
-"""Which ``tf.distribute`` strategy a run trains under.
+"""Which ``tf.distribute`` strategy (or Keras distribution) a run trains under.
 
 ``auto`` takes ``MirroredStrategy`` when more than one GPU is visible and the default
 strategy otherwise; ``mirrored`` insists on it; ``multi-worker`` uses
@@ -6,14 +6,20 @@ strategy otherwise; ``mirrored`` insists on it; ``multi-worker`` uses
 host:port,...`` and ``--worker-index i`` (which write ``TF_CONFIG`` for you); ``none`` is the
 default strategy. Only the chief (worker 0) writes the run folder, except that each worker
 writes its own shard of a frozen backbone's features into its ``cache/`` (training/features.py).
+
+On JAX, ``auto`` and ``mirrored`` take ``keras.distribution.DataParallel`` over the local
+devices when there is more than one (each batch split across them, the weights replicated);
+``multi-worker`` is TensorFlow's only. On PyTorch a run trains on one device (``none``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 
+from .. import backend
 from ..errors import ConfigError
 
 
@@ -68,7 +74,55 @@ def read_tf_config() -> dict | None:
     return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
 
 
+class _OneDevice:
+    """No strategy: what ``tf.distribute.get_strategy()`` is, on the other backends."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+class _KerasDistribution:
+    """A ``keras.distribution`` (JAX's data parallelism) behind the strategy interface."""
+
+    def __init__(self, distribution, replicas: int):
+        self.distribution = distribution
+        self.num_replicas_in_sync = replicas
+
+    def scope(self):
+        return self.distribution.scope()
+
+
+def _choose_other(name: str) -> Distribution:
+    """JAX and PyTorch: one device, or (JAX) ``DataParallel`` over the local devices."""
+    if name == "multi-worker":
+        backend.require_tensorflow_backend("--strategy multi-worker (tf.distribute)")
+    devices = []
+    if backend.name() == "jax":
+        import keras
+
+        devices = keras.distribution.list_devices()
+    if name == "auto":
+        name = "mirrored" if len(devices) > 1 else "none"
+    if name == "none":
+        return Distribution(_OneDevice(), "none")
+    if name == "mirrored":
+        if backend.name() != "jax":
+            raise ConfigError(f"--strategy mirrored needs the TensorFlow or JAX backend (Keras backend here: "
+                              f"{backend.name()}); use --strategy none")
+        import keras
+
+        return Distribution(_KerasDistribution(keras.distribution.DataParallel(devices=devices), len(devices)),
+                            "mirrored")
+    raise ConfigError(f"unknown strategy {name!r}; choose one of: auto, none, mirrored, multi-worker")
+
+
 def choose(name: str = "auto", *, workers: str | list[str] | None = None, worker_index: int | None = None) -> Distribution:
+    if not backend.is_tensorflow():
+        if workers is not None:
+            backend.require_tensorflow_backend("--workers (multi-worker training with tf.distribute)")
+        return _choose_other(name)
     import tensorflow as tf
 
     if workers is not None:

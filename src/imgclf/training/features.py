@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import io
+from .. import backend, io
+from ..data import loader
 from ..errors import RunError
 from ..io import TMP_PREFIX
 from ..models.runtime import choose_runtime, file_stamp
@@ -109,12 +110,7 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     docstring) and waits up to ``timeout`` seconds for the others'; every worker returns the
     whole arrays. ``runtime``: ``auto``, ``keras`` or ``onnxruntime`` (see
     :mod:`imgclf.models.runtime`); ``report`` (a dict) receives the runtime's ``info``, or
-    ``{"runtime": None, "cached": True}`` when every feature came from the cache.
-
-    ``runtime``: ``auto``, ``keras`` or ``onnxruntime`` (see :mod:`imgclf.models.runtime`);
-    ``report`` (a dict) receives the runtime's ``info``, or ``{"runtime": None, "cached": True}``
-    when every feature came from the cache."""
-    import tensorflow as tf
+    ``{"runtime": None, "cached": True}`` when every feature came from the cache."""
 
     images = ds.decoded(image_size)
     n, d = len(images), built.feature_dim
@@ -136,8 +132,7 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
         total = len(used) + extra * len(train_idx)
     bar = progress_bar(total, "backbone features", progress)
 
-    h, w = images.shape[1:3]
-    signature = [tf.TensorSpec((None, h, w, 3), tf.uint8)]  # one trace, whatever the batch size
+    augment, set_seed = _augmenter(augmentation, images.shape[1:3])
     chosen = {}
     if report is not None:
         report.clear()
@@ -158,12 +153,8 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     def plain_step(x):
         return backbone().run(x.astype(np.float32))
 
-    @tf.function(input_signature=signature)
-    def augment(x):
-        return augmentation(tf.cast(x, tf.float32), training=True)
-
     def augmented_step(x):
-        return backbone().run(augment(tf.constant(x)).numpy())
+        return backbone().run(augment(x))
 
     passed = [0]  # images through the backbone in this call
 
@@ -183,7 +174,7 @@ def extract_features(built, ds, image_size: int, *, views: int, seed: int, folde
     def fill_views(rows):
         def fill(out):
             backbone()  # chosen (maybe converted) before the draws are seeded
-            tf.random.set_seed(seed)
+            set_seed(seed)
             for v in range(extra):
                 run(augmented_step, rows, out[v])
         return fill
@@ -294,6 +285,26 @@ def _wait_for_arrays(folder: Path, names, shapes, extra: int, timeout: float):
         raise RunError(f"the features in {folder} do not fit this run's data; delete the run's cache/ folder "
                        "and start every worker again")
     return done
+def _augmenter(augmentation, size):
+    """``(augment, set_seed)``: uint8 batches to float32 augmented images, compiled once, and
+    the seeding of their random draws. TensorFlow: a ``tf.function`` with one signature; JAX
+    and PyTorch: a Keras model of the augmentation layers run by ``predict_on_batch``."""
+    if augmentation is None:
+        return None, lambda seed: None
+    h, w = size
+    if backend.is_tensorflow():
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec((None, h, w, 3), tf.uint8)])  # one trace
+        def augment(x):
+            return augmentation(tf.cast(x, tf.float32), training=True)
+
+        return (lambda x: augment(tf.constant(x)).numpy()), tf.random.set_seed
+    import keras
+
+    inputs = keras.Input((h, w, 3), dtype="uint8")
+    model = keras.Model(inputs, augmentation(keras.ops.cast(inputs, "float32"), training=True))
+    return (lambda x: np.asarray(model.predict_on_batch(x), np.float32)), keras.utils.set_random_seed
 
 
 def _batches(images, indices: np.ndarray, batch_size: int):
@@ -320,13 +331,18 @@ def feature_dataset(plain: np.ndarray, augmented: np.ndarray, labels: np.ndarray
     """``tf.data`` of (features, labels). For training, each element draws one of the views
     (plain or augmented) at random each epoch; ``train_rows`` maps dataset rows to positions in
     ``augmented``. ``shard=(num_workers, worker_index)`` keeps one worker's share of the rows;
-    ``repeat`` repeats them (reshuffled) without end."""
-    import tensorflow as tf
-
+    ``repeat`` repeats them (reshuffled) without end (both for several workers, which need the
+    TensorFlow backend). A ``keras.utils.PyDataset`` of the same batches on JAX and PyTorch."""
     views = 1 + len(augmented)
     pos = {int(r): i for i, r in enumerate(train_rows)} if train_rows is not None else {}
     rows = np.asarray(indices, np.int64)
     aug_pos = np.array([pos.get(int(r), -1) for r in rows], np.int64)
+    if not backend.is_tensorflow():
+        return loader.feature_batches(plain, augmented, labels, rows, batch_size=batch_size, shuffle=shuffle,
+                                      seed=seed, one_hot=one_hot, num_classes=num_classes,
+                                      aug_pos=dict(zip(rows.tolist(), aug_pos.tolist())))
+    import tensorflow as tf
+
     labels = np.asarray(labels, np.int32)
     d = plain.shape[1]
 

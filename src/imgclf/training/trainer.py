@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import figures, io, tracking
+from .. import backend, figures, io, tracking
 from ..calibration import calibrate_model, scale
 from ..config import CONFIG_FORMAT, TrainConfig, merge
 from ..data.dataset import ImageDataset, load_dataset
@@ -93,9 +93,8 @@ def resolve_precision(precision: str, spec) -> str:
         # a frozen backbone's features are computed once: float32 keeps them exact (the saved
         # model is checked against them) at little cost
         return "float32"
-    import tensorflow as tf
-
-    if not tf.config.list_physical_devices("GPU") and cpu_has_bfloat16():
+    # measured on TensorFlow only; a CNN in bfloat16 on a CPU diverged on JAX and PyTorch (README: Backends)
+    if backend.is_tensorflow() and not backend.has_gpu() and cpu_has_bfloat16():
         return "mixed_bfloat16"
     return "float32"
 
@@ -176,6 +175,7 @@ def train(
         "format": CONFIG_FORMAT,
         "imgclf_version": __version__,
         "keras_version": _keras().__version__,
+        "keras_backend": backend.describe(),  # e.g. "jax 0.9.2": what trained it (any backend loads it)
         "created": datetime.now().isoformat(timespec="seconds"),
         "class_names": ds.class_names,
         "image_size": image_size,
@@ -240,9 +240,7 @@ def _build(cfg: TrainConfig, num_classes: int, dist):
     keras = _keras()
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
+        backend.enable_determinism()
     with dist.scope():
         return _build_in(cfg.precision, cfg, num_classes, weights=cfg.weights)
 
@@ -386,7 +384,8 @@ def _fit(run: Run, cfg: TrainConfig, ds: ImageDataset, built, dist, *, progress:
             # A head on cached features takes well under a millisecond per batch, less than a
             # step's own overhead: run a few dozen steps per call (the same updates, in order).
             train_model.compile(optimizer=_optimizer(cfg, lr), loss=_loss(cfg), metrics=["accuracy"],
-                                jit_compile=True if cfg.jit else "auto", steps_per_execution=32 if use_features else 1)
+                                jit_compile=True if cfg.jit else "auto",
+                                steps_per_execution=backend.steps_per_execution(32) if use_features else 1)
         if done > 0 and state.get("checkpoint"):
             ckpt = run.checkpoints_dir / state["checkpoint"]
             if state.get("stage") == stage:
