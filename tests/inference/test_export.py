@@ -331,3 +331,40 @@ def test_int8_exports_agree_on_real_photographs(tmp_path_factory):
         flipped = ref.argmax(1) != got.argmax(1)
         assert p["top1_disagreements"] == int(flipped.sum())
         assert (ref[flipped].max(1) < 0.9).all(), (fmt, ref[flipped])
+
+
+def test_the_channels_last_max_pool_jax_writes_runs_in_onnx_runtime():
+    """jax2onnx pools NHWC images with a 4-D MaxPool ONNX Runtime refuses; the export rewrites it
+    as the 2-D one between transposes, with the same answers (including 'same' padding)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph(kernel, strides, pads=None):
+        extra = {"pads": [0, pads, pads, 0, 0, pads, pads, 0]} if pads else {}
+        nodes = [helper.make_node("Unsqueeze", ["x", "axes0"], ["u0"]),
+                 helper.make_node("Unsqueeze", ["u0", "axes1"], ["u1"]),
+                 helper.make_node("MaxPool", ["u1"], ["p"], kernel_shape=[1, kernel, kernel, 1],
+                                  strides=[1, strides, strides, 1], **extra),
+                 helper.make_node("Squeeze", ["p", "axes01"], ["y"])]
+        inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+                 for n, v in (("axes0", [0]), ("axes1", [1]), ("axes01", [0, 1]))]
+        g = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8, 8, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, None, 3])], inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    for kernel, strides, pads, expected in ((2, 2, None, x.reshape(2, 4, 2, 4, 2, 3).max(axis=(2, 4))),
+                                            (3, 1, 1, None)):
+        model = graph(kernel, strides, pads)
+        with pytest.raises(Exception, match="pooling size"):  # as written, ONNX Runtime refuses it
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        assert export_module._channels_first_pools(model) == 1
+        onnx.checker.check_model(model)
+        assert [n.op_type for n in model.graph.node] == ["Transpose", "MaxPool", "Transpose"]
+        assert not model.graph.initializer  # the axes nothing reads any more are gone
+        y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        if expected is None:  # 3x3, stride 1, padded by 1: each pixel is the max of its neighbourhood
+            padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+            expected = np.max([padded[:, i:i + 8, j:j + 8] for i in range(3) for j in range(3)], axis=0)
+        np.testing.assert_array_equal(y, expected)

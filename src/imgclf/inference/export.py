@@ -298,6 +298,8 @@ def _export_onnx_keras(run, model, target: Path):
         except Exception as e:
             raise ExportError(f"ONNX conversion (Keras export on {backend.name()}) failed: {first_line(e, 300)}") from None
         proto = onnx.load(str(path), load_external_data=True)
+        if _channels_first_pools(proto):  # rewritten: check the graph that will be saved
+            onnx.save(proto, str(path))
         _check_runs(path, s)
     graph = proto.graph
     old_in = graph.input[0].name
@@ -321,6 +323,61 @@ def _export_onnx(run, model, target: Path, meta: dict, quantize) -> None:
     proto.doc_string = f"imgclf {__version__} export of {meta['source_run']} (Keras backend {backend.describe()})"
     with io.atomic_path(target) as tmp:
         onnx.save(proto, str(tmp))
+
+
+def _channels_first_pools(proto) -> int:
+    """Rewrite the max pooling jax2onnx writes for channels-last images (the input unsqueezed to
+    6-D, a 4-D ``MaxPool`` with kernel ``(1, k, k, 1)``, squeezed back), which ONNX Runtime
+    refuses ("unsupported pooling size"), as the usual 2-D ``MaxPool`` between two transposes.
+    Returns how many were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    made = {out: n for n in graph.node for out in n.output}
+    users = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    rewritten = 0
+    for pool in [n for n in graph.node if n.op_type == "MaxPool"]:
+        attrs = {a.name: list(a.ints) for a in pool.attribute}
+        kernel = attrs.get("kernel_shape", [])
+        if len(kernel) != 4 or kernel[0] != 1 or kernel[3] != 1:
+            continue
+        inner = made.get(pool.input[0])
+        outer = made.get(inner.input[0]) if inner is not None and inner.op_type == "Unsqueeze" else None
+        after = users.get(pool.output[0], [])
+        if outer is None or outer.op_type != "Unsqueeze" or len(after) != 1 or after[0].op_type != "Squeeze":
+            continue
+        if [int(v) for v in consts.get(outer.input[1], [])] != [0] or \
+                [int(v) for v in consts.get(inner.input[1], [])] != [1]:
+            continue
+        squeeze, source = after[0], outer.input[0]
+        strides = attrs.get("strides", [1, 1, 1, 1])
+        extra = {}
+        if len(attrs.get("pads", [])) == 8:
+            pads = attrs["pads"]
+            extra["pads"] = [pads[1], pads[2], pads[5], pads[6]]
+        if len(attrs.get("dilations", [])) == 4:
+            extra["dilations"] = attrs["dilations"][1:3]
+        name = pool.name or f"maxpool_{rewritten}"
+        nodes = [helper.make_node("Transpose", [source], [f"{name}_nchw"], perm=[0, 3, 1, 2], name=f"{name}_to_nchw"),
+                 helper.make_node("MaxPool", [f"{name}_nchw"], [f"{name}_pooled"], kernel_shape=kernel[1:3],
+                                  strides=strides[1:3], name=f"{name}_2d", **extra),
+                 helper.make_node("Transpose", [f"{name}_pooled"], [squeeze.output[0]], perm=[0, 2, 3, 1],
+                                  name=f"{name}_to_nhwc")]
+        at = list(graph.node).index(outer)
+        for old in (outer, inner, pool, squeeze):
+            graph.node.remove(old)
+        for k, node in enumerate(nodes):
+            graph.node.insert(at + k, node)
+        rewritten += 1
+    if rewritten:  # the unsqueeze and squeeze axes are used by nothing now
+        used = {i for n in graph.node for i in n.input}
+        for init in [i for i in graph.initializer if i.name not in used]:
+            graph.initializer.remove(init)
+    return rewritten
 
 
 def _check_runs(path: Path, size: int) -> None:
