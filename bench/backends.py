@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--cnn-epochs", type=int, default=20, help="CNN epochs (bench/cnn_speed.py: 20)")
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--skip-cnn", action="store_true")
+    p.add_argument("--skip-transfer", action="store_true")
     a = p.parse_args()
     backends = _parse_backends(a.backend)
 
@@ -71,6 +72,8 @@ def main() -> None:
     }
     if a.skip_cnn:
         del runs["cnn"]
+    if a.skip_transfer:
+        del runs["transfer"]
     results: dict[str, dict[str, dict]] = {}
     for backend, python in backends.items():
         for name, args in runs.items():

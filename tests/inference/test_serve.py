@@ -40,6 +40,7 @@ def _check_answer(body, run, k):
     assert len(probs) == k and probs == sorted(probs, reverse=True) and probs[0] == body["probability"]
 
 
+@pytest.mark.backend_neutral
 def test_health_classes_and_page(client, trained_run):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["classes"] == 2 and h["image_size"] == 32 and h["model"] == "cnn_aug_pre"
@@ -56,6 +57,7 @@ def test_health_classes_and_page(client, trained_run):
     assert r.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.backend_neutral
 def test_predict_multipart_and_raw_body_agree_with_predict(client, trained_run, test_images):
     path = test_images[0]
     expected = predict(trained_run, [path], top_k=2)[0]

@@ -71,6 +71,7 @@ def test_registry_lists_every_model():
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.slow
+@pytest.mark.backend_neutral  # every registry model on every backend
 def test_build_train_save_load(name, tmp_path_factory):
     size = _size(name)
     built = build_model(name, num_classes=3, image_size=size, weights=None, seed=1)

@@ -34,6 +34,7 @@ def done(tree, tmp_path_factory):
     return result, lines
 
 
+@pytest.mark.backend_neutral
 def test_study_writes_every_output(done):
     result, lines = done
     assert isinstance(result, StudyResult)
@@ -51,6 +52,7 @@ def test_study_writes_every_output(done):
     assert any("[1/2] cnn_aug_pre" in line for line in lines)
 
 
+@pytest.mark.backend_neutral
 def test_results_json_has_every_model(done):
     result, _ = done
     res = json.loads((result.output / "results.json").read_text())
