@@ -179,13 +179,29 @@ def test_onnx_export_predicts_what_the_keras_model_does(trained, tmp_path):
 
 
 def test_an_export_this_install_cannot_write_is_one_line_naming_what_to_do(trained, tmp_path):
-    if backend.is_tensorflow():
-        pytest.skip("TensorFlow writes every format")
+    if backend.installed("tensorflow"):
+        pytest.skip("with TensorFlow installed every format is written (the test below)")
     _copy(trained[1], tmp_path)
     done = _cli("export", tmp_path / "run", "--format", "savedmodel")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "savedmodel" in lines[0] and "KERAS_BACKEND=tensorflow" in lines[0]
+
+
+def test_a_tensorflow_format_is_written_from_this_backend_when_tensorflow_is_installed(trained, tmp_path):
+    if backend.is_tensorflow() or not backend.installed("tensorflow"):
+        pytest.skip("needs another backend with TensorFlow installed beside it")
+    from imgclf.inference.export import export, load_exported
+
+    ds, run = trained
+    run = _copy(run, tmp_path)
+    images = _test_images(ds)
+    for fmt in ("savedmodel", "tflite"):
+        result = export(run, fmt)  # on the TensorFlow backend, from the same run folder
+        assert result.parity["passed"] and result.parity["count"] == len(ds.indices("test"))
+        assert json.loads(result.metadata_file.read_text())["class_names"] == run.class_names
+        np.testing.assert_allclose(load_exported(fmt, result.path)(images), run.model.predict(images, verbose=0),
+                                   atol=1e-4)
 
 
 # -- across backends -------------------------------------------------------------------------

@@ -550,6 +550,27 @@ def parity_check(run, model, fmt: str, path: Path, quantize: str | None, *, limi
 
 # -- the verb -----------------------------------------------------------------------
 
+def _export_on_tensorflow(run, fmt: str, quantize, folder: Path, name: str, *, check: bool, strict: bool) -> None:
+    """Write a TensorFlow-only format from another backend: ``imgclf export`` on the TensorFlow
+    backend, in a process of its own, reads the same run folder (``model.keras`` loads on any
+    backend); its one-line error, if any, is this one's."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "imgclf.cli", "export", str(run.path), "--format", fmt, "--output", str(folder),
+            "--name", name]
+    argv += ["--quantize", quantize] if quantize else []
+    argv += [] if check else ["--no-check"]
+    argv += [] if strict else ["--no-strict"]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}  # (its parity check takes the default image count)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.startswith("imgclf: error: ")]
+        said = lines[-1][len("imgclf: error: "):] if lines else first_line(RuntimeError(done.stderr or "failed"))
+        raise (ParityError if "parity" in said and "FAIL" in said else ExportError)(
+            f"the {fmt} export on the TensorFlow backend: {said}")
+
+
 def export(
     run,
     format: str = "savedmodel",
@@ -581,8 +602,17 @@ def export(
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ConfigError(f"export name must be a plain file name, got {name!r}")
     run = resolve_run(run)
-    if fmt in TENSORFLOW_FORMATS:
-        backend.require_tensorflow_backend(f"the {fmt} export")
+    folder = Path(output) if output is not None else run.path / "exports" / (fmt + (f"-{quantize}" if quantize else ""))
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--output {folder} is a file; give a folder")
+    if fmt in TENSORFLOW_FORMATS and not backend.is_tensorflow():
+        if not backend.installed("tensorflow"):
+            backend.require_tensorflow_backend(f"the {fmt} export")
+        # model.keras is backend-neutral: TensorFlow writes it from the same run folder
+        _export_on_tensorflow(run, fmt, quantize, folder, name, check=check, strict=strict)
+        meta_file = folder / f"{name}.json"
+        parity = io.read_json(folder / "parity.json") if check and (folder / "parity.json").is_file() else {}
+        return ExportResult(fmt, quantize, folder, folder / (name + EXTENSIONS[fmt]), meta_file, parity)
     if fmt == "onnx":
         _require_onnx()
         if check:
@@ -591,9 +621,6 @@ def export(
             except ImportError:
                 raise ExportError(f"checking an ONNX export needs onnxruntime: {INSTALL_HINT}") from None
     model = inference_model(run.model)
-    folder = Path(output) if output is not None else run.path / "exports" / (fmt + (f"-{quantize}" if quantize else ""))
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--output {folder} is a file; give a folder")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (name + EXTENSIONS[fmt])
     meta = metadata(run, fmt, quantize, target.name)
