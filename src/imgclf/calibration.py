@@ -31,6 +31,7 @@ ECE_BINS = 15
 MIN_IMAGES = 30  # fewer validation images than this give no trustworthy temperature
 T_BOUNDS = (0.05, 20.0)
 _EPS = 1e-30
+CLIP = _EPS  # the smallest probability scale() takes as it is (smaller ones are clipped to it)
 
 
 # -- scores ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, figures, io, tracking
-from ..calibration import calibrate_model, scale
+from ..calibration import CLIP, calibrate_model, scale
 from ..config import CONFIG_FORMAT, TrainConfig, merge
 from ..data.dataset import ImageDataset, load_dataset
 from ..errors import RunError, first_line
@@ -653,16 +653,19 @@ def _calibrate(run: Run, final, ds: ImageDataset, outputs: dict, image_size: int
     if not result.get("applied"):
         return result
     t = result["temperature"]
+    before = outputs["validation"][0]
     for split, (probs, labels) in outputs.items():
         outputs[split] = (scale(probs, t), labels)
     with io.atomic_path(run.model_file, suffix=".keras") as tmp:
         final.save(tmp)
     run.reload()
-    # the saved model itself must give the calibrated probabilities
+    # the saved model itself must give the calibrated probabilities: checked on images whose
+    # probabilities were not clipped (a saturated 0 or 1 cannot be scaled back exactly)
     probs, _ = outputs["validation"]
-    idx = np.arange(min(16, len(probs)))
+    exact = np.flatnonzero(np.asarray(before).min(1) > 10 * CLIP) if len(before) else np.zeros(0, int)
+    idx = exact[:16] if len(exact) else np.arange(0)
     images = np.asarray(ds.decoded(image_size)[ds.indices("validation")[idx]], dtype=np.float32)
-    diff = float(np.abs(np.asarray(run.model.predict(images, verbose=0)) - probs[idx]).max())
+    diff = float(np.abs(np.asarray(run.model.predict(images, verbose=0)) - probs[idx]).max()) if len(idx) else 0.0
     if diff > 1e-3:
         raise RunError(f"the calibrated model disagrees with its temperature by {diff:.2g}; "
                        "train with --no-calibrate and report this")
