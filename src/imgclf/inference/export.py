@@ -181,16 +181,13 @@ def _write_savedmodel(run, model, folder: Path, meta: dict | None) -> None:
         text = json.dumps(meta)
         archive.add_endpoint("metadata", lambda: {"class_names": tf.constant(names), "imgclf": tf.constant(text)},
                              input_signature=[])
-    with _quiet_stderr():
+    with quiet_stderr():
         archive.write_out(str(folder), verbose=False)
     if meta is not None:
         assets = folder / "assets"
         assets.mkdir(exist_ok=True)
         (assets / "class_names.txt").write_text("\n".join(meta["class_names"]) + "\n", encoding="utf-8")
         (assets / "imgclf.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-
-
-_quiet_stderr = quiet_stderr  # converter chatter off the terminal (imgclf.models.runtime)
 
 
 # -- per format ---------------------------------------------------------------------
@@ -235,7 +232,7 @@ def _export_tflite(run, model, target: Path, meta: dict, quantize) -> None:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: ([x[None]] for x in reps)
         try:
-            with _quiet_stderr():
+            with quiet_stderr():
                 flat = converter.convert()
         except Exception as e:
             raise ExportError(f"TFLite conversion failed: {first_line(e, 300)}") from None
@@ -293,7 +290,7 @@ def _export_onnx_keras(run, model, target: Path):
     with tempfile.TemporaryDirectory(prefix="imgclf-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            with _quiet_stderr(), contextlib.redirect_stdout(_stdio.StringIO()):
+            with quiet_stderr(), contextlib.redirect_stdout(_stdio.StringIO()):
                 model.export(str(path), format="onnx", input_signature=spec, verbose=False, opset_version=18)
         except Exception as e:
             raise ExportError(f"ONNX conversion (Keras export on {backend.name()}) failed: {first_line(e, 300)}") from None
@@ -439,7 +436,7 @@ def _onnx_int8(proto, run):
     with tempfile.TemporaryDirectory(prefix="imgclf-onnx-") as tmp:
         src, pre, dst = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, str(src))
-        with _quiet_stderr():
+        with quiet_stderr():
             # onnxruntime's recommended pre-processing: folds the BatchNormalization that tf2onnx
             # leaves as Mul + Add into the convolutions (without it MobileNetV2 loses far more).
             try:
@@ -524,7 +521,7 @@ def parity_check(run, model, fmt: str, path: Path, quantize: str | None, *, limi
     """Compare the export (in its runtime) with the Keras model on the run's test images."""
     split, images = _parity_images(run, limit)
     ref, got = [], []
-    with _quiet_stderr():  # "Created TensorFlow Lite XNNPACK delegate" and the like
+    with quiet_stderr():  # "Created TensorFlow Lite XNNPACK delegate" and the like
         exported = load_exported(fmt, path)
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].astype(np.float32)
